@@ -1,0 +1,2 @@
+//! The `orion` command line.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Composite layers built from primitive ops (norms, activations, attention, RoPE, losses).

@@ -1,0 +1,1 @@
+//! Text form of the IR: a deterministic printer and a parser (`parse(print(g)) == g`).
