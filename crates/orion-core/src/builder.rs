@@ -214,7 +214,6 @@ impl Graph {
 }
 
 /// Error helper for composites: a shape requirement that the primitives cannot express.
-#[allow(dead_code)]
 pub(crate) fn composite_error(name: &str, message: String) -> CoreError {
     CoreError::Shape {
         op: name.to_string(),
