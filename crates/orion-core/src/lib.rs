@@ -6,9 +6,11 @@
 //! - `passes`: the optimisation pipeline and analyses;
 //! - `autodiff`: reverse-mode differentiation as a graph transform;
 //! - `interp`: the reference interpreter, the executable definition of every op;
+//! - `backend`: the `Backend`/`Executable` interface and the reference backend;
 //! - `testing`: random graphs and reference blocks for tests here and downstream.
 
 pub mod autodiff;
+pub mod backend;
 pub mod builder;
 pub mod composite;
 pub mod error;
