@@ -53,11 +53,11 @@ pub fn infer_types(op: &Op, operands: &[&TensorType]) -> Inferred {
         Op::Reshape { shape } => {
             let x = operands[0];
             let target = Shape::new(shape.clone());
-            if target.numel() != x.shape.numel() {
+            let (from, to) = (x.shape.checked_numel(), target.checked_numel());
+            if from.is_none() || from != to {
                 return Err(format!(
-                    "cannot reshape {} elements to {target} ({} elements)",
-                    x.shape.numel(),
-                    target.numel()
+                    "cannot reshape {} to {target}: element counts differ or overflow",
+                    x.shape
                 ));
             }
             one(TensorType::new(x.dtype, target))
@@ -257,7 +257,9 @@ fn concat_type(operands: &[&TensorType], axis: usize) -> Result<TensorType, Stri
         if t.shape.rank() != rank || (0..rank).any(|i| i != axis && t.shape.0[i] != first.shape.0[i]) {
             return Err(format!("{} and {} differ outside axis {axis}", first.shape, t.shape));
         }
-        dims[axis] += t.shape.0[axis];
+        dims[axis] = dims[axis]
+            .checked_add(t.shape.0[axis])
+            .ok_or_else(|| "concatenated extent overflows".to_string())?;
     }
     Ok(TensorType::new(first.dtype, dims))
 }
@@ -267,7 +269,10 @@ fn split_types(x: &TensorType, axis: usize, sizes: &[usize]) -> Inferred {
     if sizes.is_empty() {
         return Err("split needs at least one piece".to_string());
     }
-    let total: usize = sizes.iter().sum();
+    let total = sizes
+        .iter()
+        .try_fold(0usize, |acc, &s| acc.checked_add(s))
+        .ok_or_else(|| "split sizes overflow".to_string())?;
     if total != x.shape.0[axis] {
         return Err(format!(
             "sizes {sizes:?} sum to {total}, axis {axis} has {}",

@@ -82,6 +82,11 @@ impl Shape {
         self.0.iter().product()
     }
 
+    /// Number of elements, or `None` when it does not fit in `usize` (hostile shapes).
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    }
+
     /// Row-major strides in elements.
     pub fn strides(&self) -> Vec<usize> {
         let mut strides = vec![1; self.0.len()];
