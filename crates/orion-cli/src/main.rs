@@ -1,2 +1,40 @@
-//! The `orion` command line.
-fn main() {}
+//! The `orion` command line: parses arguments and dispatches to one module per command group.
+//!
+//! Library crates return typed errors; this binary turns them into messages and a non-zero exit.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "orion",
+    version,
+    about = "Train and run small transformers on Apple's Neural Engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Work with text IR: optimise it or differentiate it.
+    #[command(subcommand)]
+    Ir(commands::ir::IrCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ir(cmd) => commands::ir::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per command group of the `orion` binary.
+
+pub mod ir;
