@@ -1,1 +1,16 @@
 //! Orion's ANE target: everything that knows about MIL, weight blobs and the device's rules.
+//!
+//! - `blob`: weight-blob files (MIL blob storage v2), writer and validating reader;
+//! - `profile`: per-chip profiles (limits, accepted ops, cost-model parameters) and the cost model;
+//! - `catalogue`: the constraint catalogue C01..C43 as data, rendered to `docs/CONSTRAINTS.md`.
+//!
+//! Facts about the device cite the project's ANE reference by section ("ane.md §4") and catalogue id (C03).
+
+#![forbid(unsafe_code)]
+
+pub mod blob;
+pub mod catalogue;
+pub mod error;
+pub mod profile;
+
+pub use error::AneError;
