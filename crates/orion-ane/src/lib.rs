@@ -11,6 +11,7 @@
 pub mod blob;
 pub mod catalogue;
 pub mod error;
+pub mod mil;
 pub mod profile;
 
 pub use error::AneError;
