@@ -1,10 +1,11 @@
 //! The crate's one error type, [`AneError`], wrapping the detailed error of each file format the crate
-//! reads ([`BlobError`] for weight blobs, [`ProfileError`] for chip profiles).
+//! reads ([`BlobError`] for weight blobs, [`ProfileError`] for chip profiles, [`MilError`] for MIL text), plus lowering and core failures.
 //!
 //! The detailed enums live next to their formats so that each names records, offsets and fields in its
 //! own terms; callers that mix formats use `AneError` and `?`.
 
 use crate::blob::BlobError;
+use crate::mil::MilError;
 use crate::profile::ProfileError;
 
 /// Everything that can go wrong in the ANE crate.
@@ -14,4 +15,12 @@ pub enum AneError {
     Blob(#[from] BlobError),
     #[error("chip profile: {0}")]
     Profile(#[from] ProfileError),
+    #[error("MIL: {0}")]
+    Mil(#[from] MilError),
+    /// The IR cannot be lowered for this chip (an op or shape the device cannot run, and no workaround).
+    #[error("lowering {program}: {message}")]
+    Lower { program: String, message: String },
+    /// A core-crate failure (shape inference, interpretation) surfaced through the ANE crate.
+    #[error(transparent)]
+    Core(#[from] orion_core::CoreError),
 }
