@@ -3,6 +3,7 @@
 //! errors carry the right line and column; the parser never panics on mutated or hostile text.
 
 use orion_core::op::{BinaryOp, CompareOp, ReduceOp, UnaryOp};
+use orion_core::testing::ALL_OP_NAMES;
 use orion_core::testing::{random_graph, RandomGraphOptions};
 use orion_core::text::{parse, print};
 use orion_core::verify::verify;
@@ -72,51 +73,6 @@ fn every_op_graph() -> Graph {
     g.set_output("rows", rows).unwrap();
     g
 }
-
-const ALL_OP_NAMES: [&str; 42] = [
-    "input",
-    "const",
-    "matmul",
-    "conv1x1",
-    "neg",
-    "exp",
-    "log",
-    "sqrt",
-    "rsqrt",
-    "reciprocal",
-    "tanh",
-    "sigmoid",
-    "relu",
-    "erf",
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "maximum",
-    "minimum",
-    "pow",
-    "equal",
-    "less",
-    "less_equal",
-    "greater",
-    "greater_equal",
-    "softmax",
-    "reduce_sum",
-    "reduce_mean",
-    "reduce_max",
-    "reshape",
-    "transpose",
-    "slice",
-    "concat",
-    "split",
-    "pad",
-    "gather",
-    "scatter_add_rows",
-    "broadcast",
-    "cast",
-    "select",
-    "identity",
-];
 
 #[test]
 fn every_op_graph_round_trips() {

@@ -288,53 +288,9 @@ mod tests {
     use super::super::{op_coverage, random_graph, random_inputs, RandomGraphOptions};
     use crate::graph::Graph;
     use crate::op::{BinaryOp, Op};
+    use crate::testing::ALL_OP_NAMES;
     use crate::types::DType;
     use crate::verify::verify;
-
-    const ALL_OP_NAMES: [&str; 42] = [
-        "input",
-        "const",
-        "matmul",
-        "conv1x1",
-        "neg",
-        "exp",
-        "log",
-        "sqrt",
-        "rsqrt",
-        "reciprocal",
-        "tanh",
-        "sigmoid",
-        "relu",
-        "erf",
-        "add",
-        "sub",
-        "mul",
-        "div",
-        "maximum",
-        "minimum",
-        "pow",
-        "equal",
-        "less",
-        "less_equal",
-        "greater",
-        "greater_equal",
-        "softmax",
-        "reduce_sum",
-        "reduce_mean",
-        "reduce_max",
-        "reshape",
-        "transpose",
-        "slice",
-        "concat",
-        "split",
-        "pad",
-        "gather",
-        "scatter_add_rows",
-        "broadcast",
-        "cast",
-        "select",
-        "identity",
-    ];
 
     #[test]
     fn every_op_appears_over_200_seeds() {
