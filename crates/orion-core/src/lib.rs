@@ -7,12 +7,14 @@
 //! - `autodiff`: reverse-mode differentiation as a graph transform;
 //! - `interp`: the reference interpreter, the executable definition of every op;
 //! - `backend`: the `Backend`/`Executable` interface and the reference backend;
+//! - `cpu`: the fast CPU backend (execution plans, gemm/GEMV, fused elementwise kernels);
 //! - `testing`: random graphs and reference blocks for tests here and downstream.
 
 pub mod autodiff;
 pub mod backend;
 pub mod builder;
 pub mod composite;
+pub mod cpu;
 pub mod error;
 pub mod graph;
 pub mod infer;

@@ -1,0 +1,188 @@
+//! Elementwise fusion for the CPU plan: groups trees of float elementwise nodes into one
+//! [`FusedProgram`](super::elementwise::FusedProgram) each.
+//!
+//! Rule: nodes are visited from last to first; a fusible node not yet taken becomes the root of a
+//! group, and an operand's producer joins the group when it is fusible, every use of its value is
+//! by a group member (so a value read several times inside the group, like GELU's input, still
+//! joins; a graph output never does), and its shape equals the root's output shape (so the group
+//! is one loop over the root's elements). Every other operand is a leaf, read with numpy
+//! broadcasting (scalars, per-channel vectors, keep-dims reductions). Fusible: float unary and
+//! binary ops and f32 → f16 casts.
+//!
+//! Invariants: a node belongs to at most one group; absorbed nodes define values nobody outside
+//! the group reads, so they are never materialised; members are evaluated in graph order; a group
+//! runs at its root's position, after every leaf is defined (a leaf computed from a member's value
+//! would be a use outside the group, so leaves never depend on members).
+
+use super::elementwise::Instr;
+use crate::graph::{Graph, Node, ValueId};
+use crate::op::{BinaryOp, Op, UnaryOp};
+use crate::types::DType;
+
+/// Largest number of instructions in one group (bounds the register file of a block).
+const MAX_INSTRS: usize = 64;
+
+/// One fused group, rooted at the node that defines its result.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct FusedGroup {
+    /// Leaf operands, in register order (register `i` holds leaf `i`).
+    pub leaves: Vec<ValueId>,
+    /// Instruction `j` writes register `leaves.len() + j`; the last one defines the root's value.
+    pub instrs: Vec<Instr>,
+}
+
+/// The grouping of a graph: per node, the group it roots (if any) and whether it was absorbed.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Fusion {
+    pub roots: Vec<Option<FusedGroup>>,
+    pub absorbed: Vec<bool>,
+}
+
+/// What a fusible node computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FusedOp {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// An f32 -> f16 cast.
+    RoundHalf,
+}
+
+/// The fused form of `node`, or `None` when a fused program cannot evaluate it.
+pub(crate) fn fusible(g: &Graph, node: &Node) -> Option<FusedOp> {
+    match &node.op {
+        Op::Unary(u) => Some(FusedOp::Unary(*u)), // shape inference admits only float operands
+        Op::Binary(b) => g.ty(node.outputs[0]).dtype.is_float().then_some(FusedOp::Binary(*b)),
+        Op::Cast { to } => {
+            (*to == DType::F16 && g.ty(node.inputs[0]).dtype == DType::F32).then_some(FusedOp::RoundHalf)
+        }
+        Op::Input { .. }
+        | Op::Const { .. }
+        | Op::MatMul { .. }
+        | Op::Conv1x1
+        | Op::Compare(_)
+        | Op::Softmax { .. }
+        | Op::Reduce { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Pad { .. }
+        | Op::Gather
+        | Op::ScatterAddRows { .. }
+        | Op::Broadcast { .. }
+        | Op::Select
+        | Op::Identity => None,
+    }
+}
+
+/// Groups the fusible nodes of `g`.
+pub(crate) fn plan_fusion(g: &Graph) -> Fusion {
+    let nodes = g.nodes();
+    // Graph outputs count as uses, so a value that is also an output is never absorbed.
+    let uses = g.use_counts();
+    let mut fusion = Fusion {
+        roots: vec![None; nodes.len()],
+        absorbed: vec![false; nodes.len()],
+    };
+    for index in (0..nodes.len()).rev() {
+        if fusion.absorbed[index] || fusible(g, &nodes[index]).is_none() {
+            continue;
+        }
+        let members = grow_group(g, &uses, index);
+        for &m in &members {
+            if m != index {
+                fusion.absorbed[m] = true;
+            }
+        }
+        fusion.roots[index] = Some(emit(g, &members));
+    }
+    fusion
+}
+
+/// The node indices of the group rooted at `root`, in graph (evaluation) order.
+///
+/// A producer joins when it is fusible, defines a value of the root's shape, and every use of that
+/// value is by a member; joining can complete another producer's uses, so this runs to a fixed
+/// point.
+fn grow_group(g: &Graph, uses: &[usize], root: usize) -> Vec<usize> {
+    let nodes = g.nodes();
+    let shape = &g.ty(nodes[root].outputs[0]).shape;
+    let mut members = vec![root];
+    loop {
+        let joining = members.iter().flat_map(|&m| nodes[m].inputs.iter()).find_map(|&v| {
+            let producer = g.values()[v.index()].node.index();
+            let uses_inside: usize = members
+                .iter()
+                .map(|&m| nodes[m].inputs.iter().filter(|&&u| u == v).count())
+                .sum();
+            let joins = !members.contains(&producer)
+                && uses_inside == uses[v.index()]
+                && &g.ty(v).shape == shape
+                && fusible(g, &nodes[producer]).is_some();
+            joins.then_some(producer)
+        });
+        match joining {
+            Some(producer) if members.len() < MAX_INSTRS => members.push(producer),
+            Some(_) | None => break,
+        }
+    }
+    members.sort_unstable();
+    members
+}
+
+/// Builds the registers and instructions of a group whose members are in evaluation order.
+fn emit(g: &Graph, members: &[usize]) -> FusedGroup {
+    let nodes = g.nodes();
+    let mut leaves: Vec<ValueId> = Vec::new();
+    // Operands as (is_member, index): member position or leaf number; registers are numbered last.
+    let mut operands: Vec<Vec<(bool, usize)>> = Vec::with_capacity(members.len());
+    for &m in members {
+        let refs = nodes[m]
+            .inputs
+            .iter()
+            .map(|&v| {
+                let producer = g.values()[v.index()].node.index();
+                match members.iter().position(|&x| x == producer) {
+                    Some(position) => (true, position),
+                    None => match leaves.iter().position(|&l| l == v) {
+                        Some(i) => (false, i),
+                        None => {
+                            leaves.push(v);
+                            (false, leaves.len() - 1)
+                        }
+                    },
+                }
+            })
+            .collect();
+        operands.push(refs);
+    }
+    let base = leaves.len();
+    let instrs = members
+        .iter()
+        .zip(&operands)
+        .map(|(&m, refs)| {
+            let round = g.ty(nodes[m].outputs[0]).dtype == DType::F16;
+            // Operand counts were checked by the verifier (unary and cast 1, binary 2).
+            let operand = |i: usize| {
+                refs.get(i)
+                    .map_or(0, |&(member, at)| if member { base + at } else { at })
+            };
+            match fusible(g, &nodes[m]) {
+                Some(FusedOp::Unary(op)) => Instr::Unary {
+                    op,
+                    src: operand(0),
+                    round,
+                },
+                Some(FusedOp::Binary(op)) => Instr::Binary {
+                    op,
+                    a: operand(0),
+                    b: operand(1),
+                    round,
+                },
+                Some(FusedOp::RoundHalf) | None => Instr::RoundHalf { src: operand(0) },
+            }
+        })
+        .collect();
+    FusedGroup { leaves, instrs }
+}

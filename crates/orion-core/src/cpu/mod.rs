@@ -1,0 +1,196 @@
+//! The fast CPU backend: compiles a graph once into an execution plan and runs it with
+//! vectorised, multi-threaded kernels (`gemm` for matrix products, split across threads for
+//! single-row products; fused elementwise loops; row loops for softmax and reductions).
+//!
+//! Modules: `plan` (values → homes and arena slots, steps), `fusion` (elementwise groups), `lower`
+//! (kernel choice per step), `exec` (running steps), and the kernels: `matmul` (the `gemm` wrapper,
+//! the crate's one unsafe module), `elementwise`, `reduce`, `layout`, `strided`; `storage` holds
+//! buffers and views; `gemv` is a hand-written GEMV kept for comparison (see its header).
+//!
+//! Invariants: `compile` verifies the graph and does all planning; `run` checks inputs, then only
+//! executes steps, reusing arena buffers between runs (a `Mutex`-guarded pool, so concurrent runs
+//! each get their own arena). Results match the reference interpreter in `Precision::F32` within
+//! `Tolerance::F32` (elementwise ops, softmax and reductions bit for bit; matrix products up to
+//! summation order); F16-typed values are rounded to half after every op, as the interpreter does.
+//! With `WeightFormat::F16`, float constants used only as matmul/conv1x1 weights are stored in
+//! half precision, so results then match the interpreter run on half-rounded weights.
+
+mod elementwise;
+mod exec;
+mod fusion;
+mod gemv;
+mod layout;
+mod lower;
+mod matmul;
+mod plan;
+mod reduce;
+mod storage;
+mod strided;
+
+pub use plan::PlanSummary;
+
+use crate::backend::{Backend, Executable};
+use crate::error::Result;
+use crate::graph::Graph;
+use crate::interp::exec_error;
+use crate::tensor::{Tensor, TensorData};
+use plan::Plan;
+use std::sync::Mutex;
+use storage::{Buf, View};
+
+/// The matrix kernels, public for benchmarks and experiments: `gemm_f32` is what the backend
+/// runs; `gemv` is the hand-written alternative it was measured against.
+pub mod kernels {
+    pub use super::gemv::{gemv, MatrixRows};
+    pub use super::matmul::{gemm_f32, MatRef};
+}
+
+/// Storage format of constant matmul/conv1x1 weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WeightFormat {
+    /// As given (f32 values).
+    #[default]
+    F32,
+    /// Rounded to half precision and stored in 16 bits; converted to f32 inside the kernels.
+    F16,
+}
+
+/// Options of the CPU backend (read once, at the edge, by the caller).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CpuOptions {
+    /// Worker threads: `None` (or 0) uses rayon's global pool, `Some(n)` a dedicated pool of `n`.
+    pub threads: Option<usize>,
+    pub weights: WeightFormat,
+}
+
+/// The CPU backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuBackend {
+    pub options: CpuOptions,
+}
+
+impl CpuBackend {
+    pub fn new(options: CpuOptions) -> CpuBackend {
+        CpuBackend { options }
+    }
+
+    /// Compiles `graph` into the concrete executable (for access to [`CpuExecutable::plan_summary`]).
+    pub fn compile_cpu(&self, graph: &Graph) -> Result<CpuExecutable> {
+        crate::verify::verify(graph)?;
+        let plan = Plan::build(graph, self.options.weights)?;
+        let pool = match self.options.threads.filter(|&n| n > 0) {
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .map_err(|e| exec_error("cpu", format!("cannot start {n} worker threads: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(CpuExecutable {
+            graph_name: graph.name().to_string(),
+            plan,
+            pool,
+            arenas: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &str {
+        "cpu"
+    }
+
+    fn compile(&self, graph: &Graph) -> Result<Box<dyn Executable>> {
+        Ok(Box::new(self.compile_cpu(graph)?))
+    }
+}
+
+/// A graph compiled for the CPU.
+#[derive(Debug)]
+pub struct CpuExecutable {
+    graph_name: String,
+    plan: Plan,
+    pool: Option<rayon::ThreadPool>,
+    /// Arenas not in use by a run; a run takes one (or makes one) and puts it back.
+    arenas: Mutex<Vec<Vec<Buf>>>,
+}
+
+impl CpuExecutable {
+    /// What the plan looks like (steps, kernels, fusion, memory).
+    pub fn plan_summary(&self) -> &PlanSummary {
+        &self.plan.summary
+    }
+
+    fn take_arena(&self) -> Vec<Buf> {
+        let reused = self.arenas.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        reused.unwrap_or_else(|| {
+            self.plan
+                .slots
+                .iter()
+                .map(|&(kind, len)| Buf::zeroed(kind, len))
+                .collect()
+        })
+    }
+
+    fn give_back(&self, arena: Vec<Buf>) {
+        self.arenas.lock().unwrap_or_else(|e| e.into_inner()).push(arena);
+    }
+
+    /// Checks the count and types of `inputs` against the graph's inputs (the interpreter's errors).
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<()> {
+        let declared = &self.plan.inputs;
+        if declared.len() != inputs.len() {
+            let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(exec_error(
+                "input",
+                format!(
+                    "graph {} takes {} input(s) {names:?}, got {}",
+                    self.graph_name,
+                    declared.len(),
+                    inputs.len()
+                ),
+            ));
+        }
+        for ((name, ty), given) in declared.iter().zip(inputs) {
+            if given.ty() != *ty {
+                return Err(exec_error(
+                    "input",
+                    format!("input {name:?} is declared {ty}, got {}", given.ty()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn execute(&self, inputs: &[Tensor], arena: &mut [Buf]) -> Result<Vec<Tensor>> {
+        let threads = rayon::current_num_threads();
+        for step in &self.plan.steps {
+            exec::run_step(&self.plan, step, inputs, arena, threads)?;
+        }
+        let mut outputs = Vec::with_capacity(self.plan.outputs.len());
+        for (operand, ty) in &self.plan.outputs {
+            let data = match exec::view(&self.plan, operand, inputs, arena)? {
+                View::Float(v) => TensorData::Float(v.to_vec()),
+                View::I32(v) => TensorData::I32(v.to_vec()),
+                View::Bool(v) => TensorData::Bool(v.to_vec()),
+                View::Half(v) => TensorData::Float(v.iter().map(|h| h.to_f32()).collect()),
+            };
+            outputs.push(Tensor::new(ty.dtype, ty.shape.clone(), data)?);
+        }
+        Ok(outputs)
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.check_inputs(inputs)?;
+        let mut arena = self.take_arena();
+        let result = match &self.pool {
+            Some(pool) => pool.install(|| self.execute(inputs, &mut arena)),
+            None => self.execute(inputs, &mut arena),
+        };
+        self.give_back(arena);
+        result
+    }
+}

@@ -1,0 +1,447 @@
+//! The execution plan of the CPU backend, built once per graph: where every value lives, which
+//! kernel computes each step, and which arena slot each intermediate occupies.
+//!
+//! Building a plan: (1) fusion groups float elementwise trees ([`super::fusion`]); (2) every value
+//! gets a home: a graph input, a constant (stored as f16 when it is only ever a matmul/conv1x1
+//! weight and the options ask for it), an alias of another value (reshape, identity and casts that
+//! keep every element, which copy nothing), nothing (absorbed into a fused group), or the output of
+//! a step; (3) each step gets its kernel from the inferred shapes ([`super::lower`]); (4) slots are
+//! assigned in step order: a step's outputs take free slots of their storage kind (best fit), and
+//! a value's slot is freed after the last step that reads it or any alias of it.
+//!
+//! Invariants: steps are in graph order restricted to materialised nodes; an operand is always
+//! defined by an earlier step, an input or a constant; a step never writes a slot it reads (its
+//! outputs are allocated before its operands are freed); graph outputs keep their slots to the end.
+
+use super::fusion::plan_fusion;
+use super::lower::{lower, Kernel};
+use super::storage::StorageKind;
+use super::WeightFormat;
+use crate::error::Result;
+use crate::graph::{Graph, ValueId};
+use crate::interp::exec_error;
+use crate::op::Op;
+use crate::tensor::Tensor;
+use crate::types::{DType, TensorType};
+use half::f16;
+use std::fmt;
+use std::sync::Arc;
+
+/// Where an operand's elements are read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Loc {
+    Input(usize),
+    Const(usize),
+    Slot(usize),
+}
+
+/// An operand of a step (or a graph output): its location and element count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Operand {
+    pub loc: Loc,
+    pub numel: usize,
+}
+
+/// A result of a step: the slot it is written to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub slot: usize,
+    pub numel: usize,
+    /// Round the result to half after the kernel (an F16 value computed by a non-fused kernel).
+    pub round_half: bool,
+}
+
+/// A constant as the plan stores it.
+#[derive(Clone, Debug)]
+pub(crate) enum ConstData {
+    Tensor(Arc<Tensor>),
+    /// A matmul/conv1x1 weight kept in half precision (`WeightFormat::F16`).
+    Half(Vec<f16>),
+}
+
+/// One kernel invocation.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    pub kernel: Kernel,
+    /// Name of the op (the root op for a fused group), for error messages.
+    pub op: &'static str,
+    /// The first value the step defines, for error messages.
+    pub value: ValueId,
+    pub operands: Vec<Operand>,
+    pub outputs: Vec<Target>,
+}
+
+/// What the plan of a graph looks like; for tests, reports and tuning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// Kernel invocations per run.
+    pub steps: usize,
+    /// Kernel name of each step, in order (`fused`, `gemm`, `gemm_split`, `softmax`, `copy`, ...).
+    pub kernels: Vec<&'static str>,
+    /// Fused steps that evaluate two or more graph ops.
+    pub fused_groups: usize,
+    /// Graph ops evaluated inside those multi-op fused steps.
+    pub fused_ops: usize,
+    /// Ops in the largest fused step.
+    pub largest_fused_group: usize,
+    /// Values that share another value's storage (reshape, identity, value-preserving casts).
+    pub aliases: usize,
+    /// Constants stored in half precision.
+    pub half_weights: usize,
+    /// Arena slots and their total size in bytes.
+    pub slots: usize,
+    pub arena_bytes: usize,
+}
+
+impl PlanSummary {
+    /// Number of steps whose kernel is called `name`.
+    pub fn count(&self, name: &str) -> usize {
+        self.kernels.iter().filter(|k| **k == name).count()
+    }
+}
+
+impl fmt::Display for PlanSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} steps ({} fused groups of {} ops, largest {}), {} aliases, {} half weights, {} slots / {} bytes",
+            self.steps,
+            self.fused_groups,
+            self.fused_ops,
+            self.largest_fused_group,
+            self.aliases,
+            self.half_weights,
+            self.slots,
+            self.arena_bytes
+        )
+    }
+}
+
+/// A compiled graph.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub inputs: Vec<(String, TensorType)>,
+    pub consts: Vec<ConstData>,
+    /// Storage kind and length of each arena slot.
+    pub slots: Vec<(StorageKind, usize)>,
+    pub steps: Vec<Step>,
+    pub outputs: Vec<(Operand, TensorType)>,
+    pub summary: PlanSummary,
+}
+
+/// Where a value's own storage lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Home {
+    Input(usize),
+    Const(usize),
+    /// Written by a step.
+    Step,
+    /// Absorbed into a fused group: never materialised.
+    Nowhere,
+}
+
+/// A step before slot assignment: kernel and the values it reads and defines.
+struct Pending {
+    kernel: Kernel,
+    op: &'static str,
+    reads: Vec<ValueId>,
+    defines: Vec<ValueId>,
+}
+
+impl Plan {
+    /// Plans `g` (which must verify) for execution with constant weights in `weights` format.
+    pub(crate) fn build(g: &Graph, weights: WeightFormat) -> Result<Plan> {
+        let Walk {
+            root,
+            home,
+            inputs,
+            consts,
+            pending,
+            mut summary,
+        } = walk(g, weights)?;
+        let slot_of = assign_slots(g, &pending, &root, &home);
+        let loc = |v: ValueId| -> Result<Operand> {
+            let r = root[v.index()];
+            let loc = match home[r.index()] {
+                Home::Input(i) => Loc::Input(i),
+                Home::Const(c) => Loc::Const(c),
+                Home::Step => Loc::Slot(slot_of.value_slot[r.index()]),
+                Home::Nowhere => {
+                    let message = format!("cpu backend: {v} is read but never materialised");
+                    return Err(exec_error("plan", message));
+                }
+            };
+            Ok(Operand {
+                loc,
+                numel: g.ty(v).shape.numel(),
+            })
+        };
+        let mut steps = Vec::with_capacity(pending.len());
+        for p in pending {
+            let operands = p.reads.iter().map(|&v| loc(v)).collect::<Result<_>>()?;
+            let outputs = p
+                .defines
+                .iter()
+                .map(|&v| Target {
+                    slot: slot_of.value_slot[v.index()],
+                    numel: g.ty(v).shape.numel(),
+                    round_half: g.ty(v).dtype == DType::F16 && p.kernel.computes_values(),
+                })
+                .collect();
+            steps.push(Step {
+                op: p.op,
+                value: p.defines[0],
+                operands,
+                outputs,
+                kernel: p.kernel,
+            });
+        }
+        let outputs = g
+            .outputs()
+            .iter()
+            .map(|o| Ok((loc(o.value)?, g.ty(o.value).clone())))
+            .collect::<Result<_>>()?;
+        summary.steps = steps.len();
+        summary.kernels = steps.iter().map(|s| s.kernel.name()).collect();
+        summary.slots = slot_of.slots.len();
+        summary.arena_bytes = slot_of.slots.iter().map(|(k, n)| k.size_bytes() * n).sum();
+        Ok(Plan {
+            inputs,
+            consts,
+            slots: slot_of.slots,
+            steps,
+            outputs,
+            summary,
+        })
+    }
+}
+
+/// The homes of all values and the steps, before slot assignment.
+struct Walk {
+    /// The value owning each value's storage (itself unless it is an alias).
+    root: Vec<ValueId>,
+    home: Vec<Home>,
+    inputs: Vec<(String, TensorType)>,
+    consts: Vec<ConstData>,
+    pending: Vec<Pending>,
+    summary: PlanSummary,
+}
+
+/// Walks the nodes in order, giving every value a home and every materialised node a step.
+fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
+    let fusion = plan_fusion(g);
+    let half_ok = half_weight_values(g, weights);
+    let values = g.values().len();
+    let mut w = Walk {
+        root: (0..values).map(|v| ValueId(v as u32)).collect(),
+        home: vec![Home::Nowhere; values],
+        inputs: Vec::new(),
+        consts: Vec::new(),
+        pending: Vec::new(),
+        summary: PlanSummary::default(),
+    };
+    for (index, node) in g.nodes().iter().enumerate() {
+        let out = node.outputs[0];
+        if let Op::Input { name, ty } = &node.op {
+            w.home[out.index()] = Home::Input(w.inputs.len());
+            w.inputs.push((name.clone(), ty.clone()));
+        } else if let Op::Const { value } = &node.op {
+            w.home[out.index()] = Home::Const(w.consts.len());
+            w.consts.push(match value.as_f32() {
+                Some(data) if half_ok[out.index()] => {
+                    w.summary.half_weights += 1;
+                    ConstData::Half(data.iter().map(|&x| f16::from_f32(x)).collect())
+                }
+                _ => ConstData::Tensor(Arc::clone(value)),
+            });
+        } else if is_alias(g, &node.op, node.inputs.first().copied()) {
+            w.root[out.index()] = w.root[node.inputs[0].index()];
+            w.summary.aliases += 1;
+        } else if !fusion.absorbed[index] {
+            let group = fusion.roots[index].as_ref();
+            let kernel = lower(g, node, group)?;
+            let reads = match (&node.op, group) {
+                (_, Some(group)) => group.leaves.clone(),
+                (Op::Conv1x1, None) => vec![node.inputs[1], node.inputs[0]], // weight is the left matrix
+                (_, None) => node.inputs.clone(),
+            };
+            for &v in &node.outputs {
+                w.home[v.index()] = Home::Step;
+            }
+            count_fusion(&mut w.summary, &kernel);
+            w.pending.push(Pending {
+                kernel,
+                op: node.op.name(),
+                reads,
+                defines: node.outputs.clone(),
+            });
+        }
+    }
+    Ok(w)
+}
+
+/// Adds a fused step to the summary's fusion counts.
+fn count_fusion(summary: &mut PlanSummary, kernel: &Kernel) {
+    if let Kernel::Fused(program) = kernel {
+        let ops = program.instrs.len();
+        if ops > 1 {
+            summary.fused_groups += 1;
+            summary.fused_ops += ops;
+        }
+        summary.largest_fused_group = summary.largest_fused_group.max(ops);
+    }
+}
+
+/// True when `op` defines a value with exactly its operand's elements (no step needed).
+fn is_alias(g: &Graph, op: &Op, operand: Option<ValueId>) -> bool {
+    let Some(v) = operand else {
+        return false;
+    };
+    match op {
+        Op::Reshape { .. } | Op::Identity => true,
+        Op::Cast { to } => super::elementwise::cast_is_alias(g.ty(v).dtype, *to),
+        Op::Input { .. }
+        | Op::Const { .. }
+        | Op::MatMul { .. }
+        | Op::Conv1x1
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Compare(_)
+        | Op::Softmax { .. }
+        | Op::Reduce { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Pad { .. }
+        | Op::Gather
+        | Op::ScatterAddRows { .. }
+        | Op::Broadcast { .. }
+        | Op::Select => false,
+    }
+}
+
+/// True when an operand of type `ty` of `op` may be read from half-precision weight storage.
+fn is_weight_use(op: &Op, ty: &TensorType) -> bool {
+    match op {
+        Op::MatMul { .. } => ty.shape.rank() == 2,
+        Op::Conv1x1 => true,
+        Op::Input { .. }
+        | Op::Const { .. }
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Compare(_)
+        | Op::Softmax { .. }
+        | Op::Reduce { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Pad { .. }
+        | Op::Gather
+        | Op::ScatterAddRows { .. }
+        | Op::Broadcast { .. }
+        | Op::Cast { .. }
+        | Op::Select
+        | Op::Identity => false,
+    }
+}
+
+/// For each value: a float constant that may be stored as f16 because every use is as a rank-2
+/// matmul operand or a conv1x1 operand, and it is not a graph output.
+fn half_weight_values(g: &Graph, weights: WeightFormat) -> Vec<bool> {
+    let mut ok = vec![false; g.values().len()];
+    if weights == WeightFormat::F32 {
+        return ok;
+    }
+    for node in g.nodes() {
+        if let Op::Const { value } = &node.op {
+            ok[node.outputs[0].index()] = value.dtype().is_float() && value.numel() > 0;
+        }
+    }
+    for node in g.nodes() {
+        for &v in &node.inputs {
+            if !is_weight_use(&node.op, g.ty(v)) {
+                ok[v.index()] = false;
+            }
+        }
+    }
+    for o in g.outputs() {
+        ok[o.value.index()] = false;
+    }
+    ok
+}
+
+/// Slot assignment result.
+struct Slots {
+    /// Storage kind and length of each slot.
+    slots: Vec<(StorageKind, usize)>,
+    /// Slot of every value a step defines (unused entries are 0).
+    value_slot: Vec<usize>,
+}
+
+/// Gives every step output a slot, reusing slots after the last read of their previous value.
+fn assign_slots(g: &Graph, pending: &[Pending], root: &[ValueId], home: &[Home]) -> Slots {
+    let values = g.values().len();
+    let mut last_read: Vec<Option<usize>> = vec![None; values];
+    for (s, p) in pending.iter().enumerate() {
+        for &v in &p.reads {
+            last_read[root[v.index()].index()] = Some(s);
+        }
+    }
+    let mut pinned = vec![false; values];
+    for o in g.outputs() {
+        pinned[root[o.value.index()].index()] = true;
+    }
+    let mut slots: Vec<(StorageKind, usize)> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut value_slot = vec![0usize; values];
+    for (s, p) in pending.iter().enumerate() {
+        for &v in &p.defines {
+            let ty = g.ty(v);
+            let slot = take_slot(&mut slots, &mut free, StorageKind::of(ty.dtype), ty.shape.numel());
+            value_slot[v.index()] = slot;
+        }
+        let release = |v: ValueId, free: &mut Vec<usize>| {
+            let is_step_value = home[v.index()] == Home::Step;
+            if is_step_value && !pinned[v.index()] && !free.contains(&value_slot[v.index()]) {
+                free.push(value_slot[v.index()]);
+            }
+        };
+        for &v in &p.reads {
+            let r = root[v.index()];
+            if last_read[r.index()] == Some(s) {
+                release(r, &mut free);
+            }
+        }
+        for &v in &p.defines {
+            if last_read[v.index()].is_none() {
+                release(v, &mut free); // defined but never read: dead after its own step
+            }
+        }
+    }
+    Slots { slots, value_slot }
+}
+
+/// A free slot of `kind` for `numel` elements (smallest that fits, else the largest, grown), or a
+/// new one.
+fn take_slot(slots: &mut Vec<(StorageKind, usize)>, free: &mut Vec<usize>, kind: StorageKind, numel: usize) -> usize {
+    let candidates = free.iter().enumerate().filter(|(_, &s)| slots[s].0 == kind);
+    let fitting = candidates
+        .clone()
+        .filter(|(_, &s)| slots[s].1 >= numel)
+        .min_by_key(|(_, &s)| slots[s].1);
+    let chosen = fitting.or_else(|| candidates.max_by_key(|(_, &s)| slots[s].1));
+    match chosen.map(|(i, &s)| (i, s)) {
+        Some((i, s)) => {
+            free.swap_remove(i);
+            slots[s].1 = slots[s].1.max(numel);
+            s
+        }
+        None => {
+            slots.push((kind, numel));
+            slots.len() - 1
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Element storage of the CPU backend: arena buffers, read-only views of operands, and the `Elem`
+//! trait that lets data-movement kernels be written once for every storage kind.
+//!
+//! Invariants: a buffer's kind is fixed by the plan (f32 storage for both float dtypes, i32, bool);
+//! a view is exactly as long as the value it shows (a buffer may be longer: slots are reused by
+//! values of different sizes). Half-precision storage exists only for constant weights
+//! (`View::Half`), which only the matmul kernels read.
+
+use crate::error::Result;
+use crate::interp::exec_error;
+use crate::types::DType;
+use half::f16;
+
+/// Storage kind of a value: which buffer variant holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum StorageKind {
+    Float,
+    I32,
+    Bool,
+}
+
+impl StorageKind {
+    pub(crate) fn of(dtype: DType) -> StorageKind {
+        match dtype {
+            DType::F32 | DType::F16 => StorageKind::Float,
+            DType::I32 => StorageKind::I32,
+            DType::Bool => StorageKind::Bool,
+        }
+    }
+
+    /// Bytes per element in an arena buffer.
+    pub(crate) fn size_bytes(self) -> usize {
+        match self {
+            StorageKind::Float | StorageKind::I32 => 4,
+            StorageKind::Bool => 1,
+        }
+    }
+}
+
+/// One arena slot: an owned buffer, at least as long as every value the plan puts in it.
+#[derive(Clone, Debug)]
+pub(crate) enum Buf {
+    Float(Vec<f32>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+}
+
+impl Default for Buf {
+    fn default() -> Buf {
+        Buf::Float(Vec::new())
+    }
+}
+
+impl Buf {
+    /// A zero-filled buffer of `len` elements of `kind`.
+    pub(crate) fn zeroed(kind: StorageKind, len: usize) -> Buf {
+        match kind {
+            StorageKind::Float => Buf::Float(vec![0.0; len]),
+            StorageKind::I32 => Buf::I32(vec![0; len]),
+            StorageKind::Bool => Buf::Bool(vec![false; len]),
+        }
+    }
+}
+
+/// A read-only view of an operand's elements.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum View<'a> {
+    Float(&'a [f32]),
+    /// A constant weight stored in half precision (only matmul and conv1x1 read these).
+    Half(&'a [f16]),
+    I32(&'a [i32]),
+    Bool(&'a [bool]),
+}
+
+impl<'a> View<'a> {
+    /// The f32 elements, or an error naming `op` when the view holds another kind.
+    pub(crate) fn float(self, op: &str) -> Result<&'a [f32]> {
+        match self {
+            View::Float(v) => Ok(v),
+            View::Half(_) | View::I32(_) | View::Bool(_) => Err(kind_error(op, "f32 storage")),
+        }
+    }
+
+    pub(crate) fn i32(self, op: &str) -> Result<&'a [i32]> {
+        match self {
+            View::I32(v) => Ok(v),
+            View::Float(_) | View::Half(_) | View::Bool(_) => Err(kind_error(op, "i32 storage")),
+        }
+    }
+
+    pub(crate) fn bool(self, op: &str) -> Result<&'a [bool]> {
+        match self {
+            View::Bool(v) => Ok(v),
+            View::Float(_) | View::Half(_) | View::I32(_) => Err(kind_error(op, "bool storage")),
+        }
+    }
+}
+
+/// The error for an operand whose storage kind the plan did not expect (a backend bug, reported
+/// rather than panicking).
+pub(crate) fn kind_error(op: &str, expected: &str) -> crate::error::CoreError {
+    exec_error(op, format!("cpu backend: operand does not have {expected}"))
+}
+
+/// An element type of arena storage; lets data-movement kernels be generic over the kind.
+pub(crate) trait Elem: Copy + Default + PartialEq + Send + Sync + 'static {
+    /// This type's elements in `view`, if it holds them.
+    fn from_view<'a>(view: View<'a>) -> Option<&'a [Self]>;
+    /// This type's buffer, if `buf` holds it.
+    fn from_buf(buf: &mut Buf) -> Option<&mut Vec<Self>>;
+    /// The pad value converted to this type (as `Tensor::full` converts).
+    fn from_f32(value: f32) -> Self;
+}
+
+impl Elem for f32 {
+    fn from_view<'a>(view: View<'a>) -> Option<&'a [f32]> {
+        match view {
+            View::Float(v) => Some(v),
+            View::Half(_) | View::I32(_) | View::Bool(_) => None,
+        }
+    }
+    fn from_buf(buf: &mut Buf) -> Option<&mut Vec<f32>> {
+        match buf {
+            Buf::Float(v) => Some(v),
+            Buf::I32(_) | Buf::Bool(_) => None,
+        }
+    }
+    fn from_f32(value: f32) -> f32 {
+        value
+    }
+}
+
+impl Elem for i32 {
+    fn from_view<'a>(view: View<'a>) -> Option<&'a [i32]> {
+        match view {
+            View::I32(v) => Some(v),
+            View::Float(_) | View::Half(_) | View::Bool(_) => None,
+        }
+    }
+    fn from_buf(buf: &mut Buf) -> Option<&mut Vec<i32>> {
+        match buf {
+            Buf::I32(v) => Some(v),
+            Buf::Float(_) | Buf::Bool(_) => None,
+        }
+    }
+    fn from_f32(value: f32) -> i32 {
+        value as i32
+    }
+}
+
+impl Elem for bool {
+    fn from_view<'a>(view: View<'a>) -> Option<&'a [bool]> {
+        match view {
+            View::Bool(v) => Some(v),
+            View::Float(_) | View::Half(_) | View::I32(_) => None,
+        }
+    }
+    fn from_buf(buf: &mut Buf) -> Option<&mut Vec<bool>> {
+        match buf {
+            Buf::Bool(v) => Some(v),
+            Buf::Float(_) | Buf::I32(_) => None,
+        }
+    }
+    fn from_f32(value: f32) -> bool {
+        value != 0.0
+    }
+}
+
+/// The first `numel` elements of `buf` as `T`, or an error naming `op`.
+pub(crate) fn out_slice<'b, T: Elem>(buf: &'b mut Buf, numel: usize, op: &str) -> Result<&'b mut [T]> {
+    T::from_buf(buf)
+        .and_then(|v| v.get_mut(..numel))
+        .ok_or_else(|| kind_error(op, "an output buffer of the planned kind and size"))
+}
+
+/// Every view of `views` as `T` slices, or an error naming `op`.
+pub(crate) fn typed_views<'a, T: Elem>(views: &[View<'a>], op: &str) -> Result<Vec<&'a [T]>> {
+    views
+        .iter()
+        .map(|&v| T::from_view(v).ok_or_else(|| kind_error(op, "the planned kind")))
+        .collect()
+}

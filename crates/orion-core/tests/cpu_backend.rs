@@ -1,0 +1,619 @@
+//! Tests of the CPU backend against the reference interpreter (`Precision::F32`, compared within
+//! `Tolerance::F32`): every op kind and dtype, matmul layouts and both weight formats, the GEMV and
+//! fused paths (asserted through the plan summary), data movement, runtime errors, random graphs
+//! and the reference transformer blocks.
+
+use orion_core::backend::{Backend, Executable};
+use orion_core::composite::{gelu_tanh, layer_norm, linear_bias};
+use orion_core::cpu::{CpuBackend, CpuExecutable, CpuOptions, PlanSummary, WeightFormat};
+use orion_core::interp::tolerance::{compare, Tolerance};
+use orion_core::interp::{interpret, Precision};
+use orion_core::tensor::round_to_f16;
+use orion_core::testing::blocks::{gpt2_block, llama_block, BlockConfig};
+use orion_core::testing::{random_graph, random_inputs, RandomGraphOptions};
+use orion_core::{BinaryOp, CompareOp, CoreError, DType, Graph, ReduceOp, Tensor, TensorType, UnaryOp, ValueId};
+use proptest::prelude::*;
+
+/// Deterministic pseudo-random values in [-2, 2) (a small LCG, independent of the crate).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+fn options(threads: Option<usize>, weights: WeightFormat) -> CpuOptions {
+    CpuOptions { threads, weights }
+}
+
+fn compile(g: &Graph, opts: CpuOptions) -> CpuExecutable {
+    match CpuBackend::new(opts).compile_cpu(g) {
+        Ok(exe) => exe,
+        Err(e) => panic!("compiling {} failed: {e}", g.name()),
+    }
+}
+
+/// Runs `g` on the CPU (with `opts`) and on the interpreter (on `reference`, the same graph or one
+/// with half-rounded weights); asserts every output matches; returns the plan summary.
+fn check_against(g: &Graph, reference: &Graph, inputs: &[Tensor], opts: CpuOptions) -> PlanSummary {
+    let exe = compile(g, opts);
+    let actual = exe
+        .run(inputs)
+        .unwrap_or_else(|e| panic!("cpu run of {} failed: {e}", g.name()));
+    let expected = interpret(reference, inputs, Precision::F32).unwrap_or_else(|e| panic!("interpreter failed: {e}"));
+    assert_eq!(actual.len(), expected.len());
+    for (i, (a, e)) in actual.iter().zip(&expected).enumerate() {
+        if let Err(message) = compare(a, e, Tolerance::F32) {
+            panic!(
+                "{}: output {i} differs: {message}\nplan: {}",
+                g.name(),
+                exe.plan_summary()
+            );
+        }
+    }
+    exe.plan_summary().clone()
+}
+
+fn check(g: &Graph, inputs: &[Tensor]) -> PlanSummary {
+    check_against(g, g, inputs, CpuOptions::default())
+}
+
+/// A graph with float inputs of the given shapes and one output built by `body`.
+fn graph_of(
+    name: &str,
+    dtype: DType,
+    shapes: &[&[usize]],
+    body: impl FnOnce(&mut Graph, &[ValueId]) -> orion_core::Result<ValueId>,
+) -> (Graph, Vec<Tensor>) {
+    let mut g = Graph::new(name);
+    let mut ids = Vec::new();
+    let mut inputs = Vec::new();
+    for (i, dims) in shapes.iter().enumerate() {
+        ids.push(g.input(format!("x{i}"), TensorType::new(dtype, dims.to_vec())).unwrap());
+        let n = dims.iter().product();
+        inputs.push(match dtype {
+            DType::F16 => Tensor::f16(dims.to_vec(), values(n, 10 + i as u64)),
+            DType::I32 => Tensor::i32(
+                dims.to_vec(),
+                values(n, 10 + i as u64).iter().map(|v| (v * 3.0) as i32).collect(),
+            ),
+            _ => Tensor::f32(dims.to_vec(), values(n, 10 + i as u64)),
+        });
+    }
+    let y = body(&mut g, &ids).unwrap();
+    g.set_output("y", y).unwrap();
+    (g, inputs)
+}
+
+#[test]
+fn every_unary_op_matches_in_f32_and_f16() {
+    for dtype in [DType::F32, DType::F16] {
+        for op in UnaryOp::ALL {
+            let (g, inputs) = graph_of(op.name(), dtype, &[&[3, 5]], |g, x| g.unary(op, x[0]));
+            let summary = check(&g, &inputs);
+            assert_eq!(summary.kernels, vec!["fused"], "{}", op.name());
+        }
+    }
+}
+
+const BROADCAST_PAIRS: [(&[usize], &[usize]); 6] = [
+    (&[3, 4], &[3, 4]),
+    (&[3, 4], &[]),
+    (&[3, 4], &[4]),
+    (&[3, 1], &[3, 4]),
+    (&[2, 1, 4], &[3, 1]),
+    (&[1], &[2, 3]),
+];
+
+#[test]
+fn every_binary_op_matches_with_broadcasting() {
+    for dtype in [DType::F32, DType::F16, DType::I32] {
+        for op in BinaryOp::ALL {
+            if dtype == DType::I32 && matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+                continue; // not defined on i32
+            }
+            for (a, b) in BROADCAST_PAIRS {
+                let (g, inputs) = graph_of(op.name(), dtype, &[a, b], |g, x| g.binary(op, x[0], x[1]));
+                check(&g, &inputs);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_compare_op_matches_on_floats_and_integers() {
+    for dtype in [DType::F32, DType::I32] {
+        for op in CompareOp::ALL {
+            for (a, b) in BROADCAST_PAIRS {
+                let (g, mut inputs) = graph_of(op.name(), dtype, &[a, b], |g, x| g.compare(op, x[0], x[1]));
+                // Make equal elements likely: round floats to halves of integers.
+                if dtype == DType::F32 {
+                    for t in inputs.iter_mut() {
+                        let v: Vec<f32> = t.to_f32_vec().iter().map(|x| (x * 2.0).round() / 2.0).collect();
+                        *t = Tensor::f32(t.shape().clone(), v);
+                    }
+                }
+                check(&g, &inputs);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_reduction_matches_on_every_axis_set() {
+    let axis_sets: [&[isize]; 6] = [&[0], &[1], &[2], &[0, 1], &[1, 2], &[0, 2]];
+    for dtype in [DType::F32, DType::F16, DType::I32] {
+        for op in ReduceOp::ALL {
+            if dtype == DType::I32 && op == ReduceOp::Mean {
+                continue;
+            }
+            for axes in axis_sets {
+                for keep in [false, true] {
+                    let (g, inputs) = graph_of(op.name(), dtype, &[&[3, 4, 5]], |g, x| g.reduce(op, x[0], axes, keep));
+                    let summary = check(&g, &inputs);
+                    assert_eq!(summary.kernels, vec!["reduce"]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_matches_on_every_axis_including_large_rows() {
+    for axis in 0..3 {
+        let (g, inputs) = graph_of("softmax", DType::F32, &[&[3, 4, 5]], |g, x| g.softmax(x[0], axis));
+        check(&g, &inputs);
+    }
+    // Large enough to run the rows in parallel.
+    let (g, inputs) = graph_of("softmax_big", DType::F32, &[&[64, 1024]], |g, x| g.softmax(x[0], -1));
+    check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
+    let (g, inputs) = graph_of("softmax_f16", DType::F16, &[&[4, 6]], |g, x| g.softmax(x[0], 0));
+    check(&g, &inputs);
+}
+
+#[test]
+fn matmul_matches_in_every_transpose_combination_with_batch_broadcast() {
+    let (m, k, n) = (3, 4, 5);
+    for ta in [false, true] {
+        for tb in [false, true] {
+            let a_last = if ta { [k, m] } else { [m, k] };
+            let b_last = if tb { [n, k] } else { [k, n] };
+            let batches: [(&[usize], &[usize]); 4] = [(&[], &[]), (&[2], &[2]), (&[2, 1], &[3]), (&[1], &[2, 3])];
+            for (ba, bb) in batches {
+                let a_dims = [ba, &a_last[..]].concat();
+                let b_dims = [bb, &b_last[..]].concat();
+                let (g, inputs) = graph_of("matmul", DType::F32, &[&a_dims, &b_dims], |g, x| {
+                    g.matmul(x[0], x[1], ta, tb)
+                });
+                check(&g, &inputs);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_with_f16_values_rounds_results() {
+    for tb in [false, true] {
+        let b: &[usize] = if tb { &[6, 8] } else { &[8, 6] };
+        let (g, inputs) = graph_of("matmul_f16", DType::F16, &[&[2, 3, 8], b], |g, x| {
+            g.matmul(x[0], x[1], false, tb)
+        });
+        // Results rounded to half are summed in the interpreter's order: bit-identical.
+        let exe = compile(&g, CpuOptions::default());
+        assert_eq!(exe.plan_summary().kernels, vec!["matmul_ordered"]);
+        let expected = interpret(&g, &inputs, Precision::F32).unwrap();
+        assert!(exe.run(&inputs).unwrap()[0].bitwise_eq(&expected[0]));
+    }
+}
+
+/// `x [m, k] · Wᵀ` with `W [n, k]` a constant (values from `seed`, optionally half-rounded).
+fn linear_graph(m: usize, k: usize, n: usize, round_weights: bool) -> (Graph, Vec<Tensor>) {
+    let mut g = Graph::new("linear");
+    let x = g.input("x", TensorType::new(DType::F32, [m, k])).unwrap();
+    // Weights of order 1/sqrt(k), as initialised models have: sums stay of order one.
+    let scale = 1.0 / (k as f32).sqrt();
+    let mut w: Vec<f32> = values(n * k, 99).iter().map(|v| v * scale).collect();
+    if round_weights {
+        w.iter_mut().for_each(|v| *v = round_to_f16(*v));
+    }
+    let w = g.constant(Tensor::f32([n, k], w)).unwrap();
+    let y = g.matmul(x, w, false, true).unwrap();
+    g.set_output("y", y).unwrap();
+    (g, vec![Tensor::f32([m, k], values(m * k, 7))])
+}
+
+#[test]
+fn single_row_matmul_takes_the_split_path_in_both_weight_formats() {
+    for (k, n, threads) in [(40, 24, None), (768, 768, Some(2)), (768, 3072, Some(2))] {
+        let (g, inputs) = linear_graph(1, k, n, false);
+        let summary = check_against(&g, &g, &inputs, options(threads, WeightFormat::F32));
+        assert_eq!(summary.kernels, vec!["gemm_split"], "k={k} n={n}");
+        assert_eq!(summary.half_weights, 0);
+        // f16 weights: compared with the interpreter run on the same weights rounded to half.
+        let (rounded, _) = linear_graph(1, k, n, true);
+        let summary = check_against(&g, &rounded, &inputs, options(threads, WeightFormat::F16));
+        assert_eq!(summary.kernels, vec!["gemm_split"]);
+        assert_eq!(summary.half_weights, 1);
+    }
+}
+
+#[test]
+fn multi_row_matmul_with_half_weights_matches_rounded_weights() {
+    // (1, 300, 400): one row, split across tasks, with every half-weight layout.
+    for (m, k, n) in [(5, 40, 24), (16, 300, 400), (1, 300, 400)] {
+        let (g, inputs) = linear_graph(m, k, n, false);
+        let (rounded, _) = linear_graph(m, k, n, true);
+        let summary = check_against(&g, &rounded, &inputs, options(Some(2), WeightFormat::F16));
+        assert_eq!(summary.kernels, vec![if m == 1 { "gemm_split" } else { "gemm" }]);
+        assert_eq!(summary.half_weights, 1);
+        // The weight as a non-transposed right operand (stored [k, n]) and as the left operand.
+        for left in [false, true] {
+            let build = |round: bool| {
+                let mut g = Graph::new("weight_layouts");
+                let mut w = values(k * n, 5);
+                if round {
+                    w.iter_mut().for_each(|v| *v = round_to_f16(*v));
+                }
+                let y = if left {
+                    let x = g.input("x", TensorType::new(DType::F32, [k, m])).unwrap();
+                    let w = g.constant(Tensor::f32([k, n], w)).unwrap();
+                    g.matmul(w, x, true, false).unwrap() // w [k, n] read transposed: [n, k] · x [k, m]
+                } else {
+                    let x = g.input("x", TensorType::new(DType::F32, [m, k])).unwrap();
+                    let w = g.constant(Tensor::f32([k, n], w)).unwrap();
+                    g.matmul(x, w, false, false).unwrap()
+                };
+                g.set_output("y", y).unwrap();
+                g
+            };
+            let x = Tensor::f32(if left { [k, m] } else { [m, k] }, values(m * k, 8));
+            let summary = check_against(&build(false), &build(true), &[x], options(Some(2), WeightFormat::F16));
+            assert_eq!(summary.half_weights, 1);
+        }
+    }
+}
+
+#[test]
+fn conv1x1_matches_with_gemm_and_split_in_both_weight_formats() {
+    // S = 1 is a single-column product (rows split across tasks when large enough).
+    for (cin, cout, s, kernel) in [
+        (6, 5, 7, "gemm"),
+        (64, 48, 1, "gemm_split"),
+        (512, 300, 1, "gemm_split"),
+    ] {
+        let build = |round: bool| {
+            let mut g = Graph::new("conv");
+            let x = g.input("x", TensorType::new(DType::F32, [1, cin, 1, s])).unwrap();
+            let mut w = values(cout * cin, 3);
+            if round {
+                w.iter_mut().for_each(|v| *v = round_to_f16(*v));
+            }
+            let w = g.constant(Tensor::f32([cout, cin, 1, 1], w)).unwrap();
+            let y = g.conv1x1(x, w).unwrap();
+            g.set_output("y", y).unwrap();
+            g
+        };
+        let inputs = [Tensor::f32([1, cin, 1, s], values(cin * s, 4))];
+        let summary = check_against(&build(false), &build(false), &inputs, CpuOptions::default());
+        assert_eq!(summary.kernels, vec![kernel]);
+        let summary = check_against(&build(false), &build(true), &inputs, options(None, WeightFormat::F16));
+        assert_eq!((summary.kernels[0], summary.half_weights), (kernel, 1));
+    }
+    // Weight as an input (not a constant): stays f32 whatever the format.
+    let (g, inputs) = graph_of("conv_inputs", DType::F32, &[&[1, 6, 1, 9], &[4, 6, 1, 1]], |g, x| {
+        g.conv1x1(x[0], x[1])
+    });
+    let summary = check_against(&g, &g, &inputs, options(None, WeightFormat::F16));
+    assert_eq!(summary.half_weights, 0);
+}
+
+/// `gelu(x · Wᵀ + b)` followed by a residual add: the bias, GELU and residual fuse into one loop.
+fn mlp_graph(t: usize, d: usize, dtype: DType) -> (Graph, Vec<Tensor>) {
+    graph_of("mlp", dtype, &[&[t, d], &[d, d], &[d]], |g, x| {
+        let h = linear_bias(g, x[0], x[1], x[2])?;
+        let a = gelu_tanh(g, h)?;
+        g.add(a, x[0])
+    })
+}
+
+#[test]
+fn elementwise_chains_are_fused_and_match() {
+    let (g, inputs) = mlp_graph(4, 16, DType::F32);
+    let summary = check(&g, &inputs);
+    // linear (gemm), then one fused step: bias add, 9 GELU ops (which read their input 4 times)
+    // and the residual add.
+    assert_eq!(summary.kernels, vec!["gemm", "fused"], "{summary}");
+    assert_eq!(summary.fused_groups, 1);
+    assert_eq!(summary.largest_fused_group, 11, "{summary}");
+    // F16 values round after every fused op as the interpreter does.
+    let (g, inputs) = mlp_graph(4, 16, DType::F16);
+    let summary = check(&g, &inputs);
+    assert_eq!(summary.fused_groups, 1);
+    // Large enough to split the fused loop across threads.
+    let (g, inputs) = graph_of("big_chain", DType::F32, &[&[256, 300], &[300]], |g, x| {
+        let s = g.mul(x[0], x[1])?;
+        let e = g.unary(UnaryOp::Tanh, s)?;
+        g.add_scalar(e, 1.0)
+    });
+    let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
+    assert_eq!((summary.fused_groups, summary.fused_ops), (1, 3));
+}
+
+#[test]
+fn layer_norm_fuses_around_its_reductions() {
+    let (g, inputs) = graph_of("layer_norm", DType::F32, &[&[5, 12], &[12], &[12]], |g, x| {
+        layer_norm(g, x[0], x[1], x[2], 1e-5)
+    });
+    let summary = check(&g, &inputs);
+    assert_eq!(summary.count("reduce"), 2);
+    assert!(summary.fused_groups >= 1, "{summary}");
+    // A value used twice or used as an output is not absorbed.
+    let (g, inputs) = graph_of("shared", DType::F32, &[&[3, 4]], |g, x| {
+        let e = g.unary(UnaryOp::Exp, x[0])?;
+        let a = g.add(e, e)?;
+        g.set_output("e", e)?;
+        g.unary(UnaryOp::Neg, a)
+    });
+    let summary = check(&g, &inputs);
+    assert_eq!(summary.kernels, vec!["fused", "fused"]);
+    assert_eq!(summary.largest_fused_group, 2);
+}
+
+#[test]
+fn every_shape_op_matches() {
+    type Body = fn(&mut Graph, &[ValueId]) -> orion_core::Result<ValueId>;
+    let cases: [(&str, Body); 9] = [
+        ("transpose", |g, x| g.transpose(x[0], &[2, 0, 1])),
+        ("transpose_last", |g, x| g.transpose(x[0], &[0, 2, 1])),
+        ("slice", |g, x| g.slice(x[0], &[1, 0, 2], &[3, 2, 5])),
+        ("concat", |g, x| {
+            let t = g.slice(x[0], &[0, 0, 0], &[3, 1, 5])?;
+            g.concat(&[x[0], t, x[0]], 1)
+        }),
+        ("split", |g, x| {
+            let parts = g.split(x[0], 2, &[1, 3, 1])?;
+            g.set_output("first", parts[0])?;
+            g.set_output("last", parts[2])?;
+            Ok(parts[1])
+        }),
+        ("pad", |g, x| g.pad(x[0], &[1, 0, 2], &[0, 2, 1], -0.5)),
+        ("broadcast", |g, x| {
+            let r = g.reduce(ReduceOp::Sum, x[0], &[1], true)?;
+            g.broadcast(r, &[2, 3, 4, 5])
+        }),
+        ("reshape_identity", |g, x| {
+            let r = g.reshape(x[0], &[5, 12])?;
+            let i = g.identity(r)?;
+            g.transpose(i, &[1, 0])
+        }),
+        ("reshape_output", |g, x| g.reshape(x[0], &[60])),
+    ];
+    for dtype in [DType::F32, DType::F16, DType::I32] {
+        for (name, body) in cases {
+            let (g, inputs) = graph_of(name, dtype, &[&[3, 4, 5]], body);
+            check(&g, &inputs);
+        }
+    }
+    let (g, _) = graph_of("aliases", DType::F32, &[&[3, 4, 5]], cases[7].1);
+    assert_eq!(compile(&g, CpuOptions::default()).plan_summary().aliases, 2);
+}
+
+#[test]
+fn every_cast_and_select_matches() {
+    let source = [
+        -2.5f32,
+        -1.0,
+        -0.0,
+        0.0,
+        0.4,
+        1.5,
+        2049.0,
+        f32::NAN,
+        3.0e9,
+        -3.0e9,
+        7.0,
+        0.5,
+    ];
+    for from in DType::ALL {
+        for to in DType::ALL {
+            let mut g = Graph::new("cast");
+            let x = g.input("x", TensorType::new(from, [3, 4])).unwrap();
+            let y = g.cast(x, to).unwrap();
+            g.set_output("y", y).unwrap();
+            let input = match from {
+                DType::F32 => Tensor::f32([3, 4], source.to_vec()),
+                DType::F16 => Tensor::f16([3, 4], source.to_vec()),
+                DType::I32 => Tensor::i32([3, 4], vec![-3, -1, 0, 0, 1, 2, 2049, 4097, i32::MAX, i32::MIN, 7, 5]),
+                DType::Bool => Tensor::bool([3, 4], (0..12).map(|i| i % 3 == 0).collect()),
+            };
+            check(&g, &[input]);
+        }
+    }
+    for dtype in [DType::F32, DType::I32, DType::Bool] {
+        let mut g = Graph::new("select");
+        let c = g.input("c", TensorType::new(DType::Bool, [3, 1])).unwrap();
+        let a = g.input("a", TensorType::new(dtype, [3, 4])).unwrap();
+        let b = g.input("b", TensorType::new(dtype, [4])).unwrap();
+        let y = g.select(c, a, b).unwrap();
+        g.set_output("y", y).unwrap();
+        let inputs = random_inputs(&g, 3);
+        assert_eq!(check(&g, &inputs).kernels, vec!["select"]);
+    }
+}
+
+/// Gather from a [5, 3] table and scatter-add back, indices given as input `idx`.
+fn gather_graph() -> Graph {
+    let mut g = Graph::new("gather");
+    let table = g.input("table", TensorType::new(DType::F32, [5, 3])).unwrap();
+    let idx = g.input("idx", TensorType::new(DType::I32, [2, 3])).unwrap();
+    let rows = g.gather(table, idx).unwrap();
+    let back = g.scatter_add_rows(idx, rows, 5).unwrap();
+    g.set_output("rows", rows).unwrap();
+    g.set_output("back", back).unwrap();
+    g
+}
+
+#[test]
+fn gather_and_scatter_match_and_report_bad_indices() {
+    let g = gather_graph();
+    let table = Tensor::f32([5, 3], values(15, 1));
+    let good = Tensor::i32([2, 3], vec![0, 4, 4, 2, 1, 0]);
+    let summary = check(&g, &[table.clone(), good]);
+    assert_eq!(summary.kernels, vec!["gather", "scatter_add_rows"]);
+    let exe = compile(&g, CpuOptions::default());
+    for bad in [5, -1] {
+        let idx = Tensor::i32([2, 3], vec![0, 1, 2, 3, bad, 0]);
+        match exe.run(&[table.clone(), idx]) {
+            Err(CoreError::Execute { op, message }) => {
+                assert_eq!(op, "gather");
+                assert!(
+                    message.contains(&format!("index {bad} at position [1, 1]")),
+                    "{message}"
+                );
+                assert!(message.contains("outside 0..5"), "{message}");
+            }
+            other => panic!("expected a gather error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn empty_tensors_match() {
+    type Body = fn(&mut Graph, &[ValueId]) -> orion_core::Result<ValueId>;
+    let cases: [(&[usize], &[usize], Body); 4] = [
+        (&[0, 3], &[3], |g, x| {
+            let e = g.add(x[0], x[1])?;
+            g.reduce(ReduceOp::Sum, e, &[0], false)
+        }),
+        (&[2, 0], &[0, 3], |g, x| g.matmul(x[0], x[1], false, false)),
+        (&[0, 3], &[3], |g, x| g.softmax(x[0], 0)),
+        (&[0, 3], &[3], |g, x| {
+            let t = g.transpose(x[0], &[1, 0])?;
+            g.pad(t, &[1, 0], &[0, 2], 1.0)
+        }),
+    ];
+    for (a, b, body) in cases {
+        let (g, inputs) = graph_of("empty", DType::F32, &[a, b], body);
+        check(&g, &inputs);
+    }
+}
+
+#[test]
+fn wrong_inputs_are_reported_with_name_and_both_types() {
+    let (g, inputs) = graph_of("inputs", DType::F32, &[&[2, 3], &[3]], |g, x| g.add(x[0], x[1]));
+    let exe = CpuBackend::default().compile(&g).unwrap();
+    match exe.run(&inputs[..1]) {
+        Err(CoreError::Execute { op, message }) => {
+            assert_eq!(op, "input");
+            assert!(
+                message.contains("takes 2 input(s)") && message.contains("got 1"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an input error, got {other:?}"),
+    }
+    let wrong = [inputs[0].clone(), Tensor::f32([4], vec![0.0; 4])];
+    match exe.run(&wrong) {
+        Err(CoreError::Execute { message, .. }) => {
+            assert!(
+                message.contains("\"x1\"") && message.contains("f32[3]") && message.contains("f32[4]"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an input error, got {other:?}"),
+    }
+    let wrong_dtype = [inputs[0].clone(), Tensor::f16([3], vec![0.0; 3])];
+    assert!(matches!(exe.run(&wrong_dtype), Err(CoreError::Execute { .. })));
+}
+
+#[test]
+fn an_executable_runs_repeatedly_and_concurrently_with_the_same_results() {
+    let (g, inputs) = mlp_graph(8, 32, DType::F32);
+    let exe = compile(&g, options(Some(2), WeightFormat::F32));
+    let first = exe.run(&inputs).unwrap();
+    let again = exe.run(&inputs).unwrap();
+    assert!(first[0].bitwise_eq(&again[0]));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3).map(|_| s.spawn(|| exe.run(&inputs))).collect();
+        for h in handles {
+            let out = h.join().unwrap().unwrap();
+            assert!(out[0].bitwise_eq(&first[0]));
+        }
+    });
+}
+
+/// Random block inputs with matrix weights scaled by 1/sqrt(fan_in), as initialised models have.
+/// (With weights in [-2, 2) activations reach the hundreds and outputs near zero come from
+/// cancellation, where any reordering of a matmul sum exceeds a tolerance relative to the result.)
+fn block_inputs(g: &Graph, seed: u64) -> Vec<Tensor> {
+    let names: Vec<String> = g.inputs().map(|(name, _, _)| name.to_string()).collect();
+    random_inputs(g, seed)
+        .into_iter()
+        .zip(names)
+        .map(|(t, name)| {
+            let dims = t.shape().dims().to_vec();
+            if name.starts_with('w') && dims.len() == 2 {
+                let scale = 1.0 / (dims[1] as f32).sqrt();
+                let v = t.to_f32_vec().iter().map(|x| x * scale).collect();
+                Tensor::new(t.dtype(), dims, orion_core::TensorData::Float(v)).unwrap()
+            } else {
+                t
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn transformer_blocks_match() {
+    let configs = [
+        BlockConfig::tiny(),
+        BlockConfig {
+            seq_len: 6,
+            dim: 32,
+            heads: 4,
+            kv_heads: 2,
+            hidden: 64,
+            dtype: DType::F32,
+        },
+        BlockConfig {
+            dtype: DType::F16,
+            ..BlockConfig::tiny()
+        },
+    ];
+    for cfg in configs {
+        for g in [gpt2_block(&cfg).unwrap(), llama_block(&cfg).unwrap()] {
+            let inputs = block_inputs(&g, 11);
+            let summary = check(&g, &inputs);
+            assert!(summary.fused_groups >= 2, "{}: {summary}", g.name());
+            check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 80, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_graphs_match_the_interpreter(seed in 0u64..1_000_000) {
+        let g = random_graph(seed, &RandomGraphOptions::default());
+        let inputs = random_inputs(&g, seed ^ 0x5eed);
+        let expected = interpret(&g, &inputs, Precision::F32);
+        let actual = CpuBackend::default().compile(&g).and_then(|exe| exe.run(&inputs));
+        match (actual, expected) {
+            (Ok(a), Ok(e)) => {
+                for (i, (x, y)) in a.iter().zip(&e).enumerate() {
+                    if let Err(message) = compare(x, y, Tolerance::F32) {
+                        prop_assert!(false, "seed {}: output {} differs: {}", seed, i, message);
+                    }
+                }
+            }
+            (Err(a), Err(e)) => prop_assert_eq!(a.to_string(), e.to_string()),
+            (a, e) => prop_assert!(false, "seed {}: cpu {:?} vs interpreter {:?}", seed, a.err(), e.err()),
+        }
+    }
+}
