@@ -2,7 +2,9 @@
 //!
 //! - `blob`: weight-blob files (MIL blob storage v2), writer and validating reader;
 //! - `profile`: per-chip profiles (limits, accepted ops, cost-model parameters) and the cost model;
-//! - `catalogue`: the constraint catalogue C01..C43 as data, rendered to `docs/CONSTRAINTS.md`.
+//! - `catalogue`: the constraint catalogue C01..C43 as data, rendered to `docs/CONSTRAINTS.md`;
+//! - `lower`: IR graph → MIL program + weight blobs + I/O description for one chip;
+//! - `lint`: checks a MIL program against a chip profile, reporting catalogue ids.
 //!
 //! Facts about the device cite the project's ANE reference by section ("ane.md §4") and catalogue id (C03).
 
@@ -11,6 +13,8 @@
 pub mod blob;
 pub mod catalogue;
 pub mod error;
+pub mod lint;
+pub mod lower;
 pub mod mil;
 pub mod profile;
 
