@@ -5,6 +5,7 @@
 //! own terms; callers that mix formats use `AneError` and `?`.
 
 use crate::blob::BlobError;
+use crate::device::DeviceError;
 use crate::mil::MilError;
 use crate::profile::ProfileError;
 
@@ -20,6 +21,9 @@ pub enum AneError {
     /// The IR cannot be lowered for this chip (an op or shape the device cannot run, and no workaround).
     #[error("lowering {program}: {message}")]
     Lower { program: String, message: String },
+    /// The device (simulated or real) refused or failed.
+    #[error("device: {0}")]
+    Device(#[from] DeviceError),
     /// A core-crate failure (shape inference, interpretation) surfaced through the ANE crate.
     #[error(transparent)]
     Core(#[from] orion_core::CoreError),

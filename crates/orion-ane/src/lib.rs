@@ -4,18 +4,24 @@
 //! - `profile`: per-chip profiles (limits, accepted ops, cost-model parameters) and the cost model;
 //! - `catalogue`: the constraint catalogue C01..C43 as data, rendered to `docs/CONSTRAINTS.md`;
 //! - `lower`: IR graph → MIL program + weight blobs + I/O description for one chip;
-//! - `lint`: checks a MIL program against a chip profile, reporting catalogue ids.
+//! - `lint`: checks a MIL program against a chip profile, reporting catalogue ids;
+//! - `device`: the device interface (compile / load / evaluate / unload) and the simulated ANE;
+//! - `surfaces`: surface sizing, binding order, layout transposes and the fp16/fp32 surface codec;
+//! - `backend`: `AneBackend`, the `orion_core::backend::Backend` that runs graphs on a device.
 //!
 //! Facts about the device cite the project's ANE reference by section ("ane.md §4") and catalogue id (C03).
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod blob;
 pub mod catalogue;
+pub mod device;
 pub mod error;
 pub mod lint;
 pub mod lower;
 pub mod mil;
 pub mod profile;
+pub mod surfaces;
 
 pub use error::AneError;

@@ -23,12 +23,15 @@ enum Command {
     /// Work with text IR: optimise it or differentiate it.
     #[command(subcommand)]
     Ir(commands::ir::IrCommand),
+    #[command(flatten)]
+    Ane(commands::ane::AneCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ir(cmd) => commands::ir::run(cmd),
+        Command::Ane(cmd) => commands::ane::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

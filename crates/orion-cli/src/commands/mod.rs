@@ -1,3 +1,4 @@
 //! One module per command group of the `orion` binary.
 
+pub mod ane;
 pub mod ir;
