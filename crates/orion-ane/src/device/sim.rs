@@ -28,7 +28,6 @@
 //! breakage (C43), the M1 runtime-operand failures of C25 (contradicted; ignored as the catalogue says).
 
 use super::{AneDevice, DeviceError, EvalReport, ProgramId, Surface, WeightDict, STATUS_PROGRAM_INFERENCE_ERROR};
-use crate::catalogue;
 use crate::lint::{lint, Severity};
 use crate::mil::{self, BlobDictResolver, MilDType, Program, Value};
 use crate::profile::{ChipProfile, IoBindingOrder};
@@ -61,13 +60,11 @@ pub struct SimOptions {
 }
 
 impl SimOptions {
-    /// C35 on every chip (conservative: reported on M3 and M5, "for any K"); C36 on the chips the
-    /// catalogue lists for it (M1, M2: exact on M5).
+    /// The profile's numeric settings (`limits.numerics`, with their sources there).
     pub fn for_profile(profile: &ChipProfile) -> SimOptions {
-        let c36 = catalogue::rule("C36").is_some_and(|r| r.chips.contains(&profile.id));
         SimOptions {
-            matmul_overflow_to_inf: true,
-            width_offset_slice_gain: c36,
+            matmul_overflow_to_inf: profile.limits.numerics.matmul_overflow_to_inf,
+            width_offset_slice_gain: profile.limits.numerics.width_offset_slice_gain,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ChipId, ChipProfile, CostModel, IoBindingOrder, Limits, MilDialect, OpSupport};
+use super::{ChipId, ChipProfile, CostModel, IoBindingOrder, Limits, MilDialect, Numerics, OpSupport};
 
 const MB: u64 = 1_000_000;
 
@@ -34,6 +34,8 @@ struct ChipValues {
     fp32_io_cast: bool,
     multi_record_blobs: bool,
     sin_cos: bool,
+    /// C36: the width-offset slice gain (pre-A16 chips).
+    width_offset_slice_gain: bool,
     cost: CostModel,
     sources: [(&'static str, &'static str); 16],
 }
@@ -64,6 +66,10 @@ fn shared(v: ChipValues) -> ChipProfile {
             layer_norm: false,
             weights_reload_takes_effect: false,
         },
+        numerics: Numerics {
+            matmul_overflow_to_inf: true,
+            width_offset_slice_gain: v.width_offset_slice_gain,
+        },
     };
     let shared_sources = [
         ("limits.max_channels", "C26 [V] (ane.md §5): channels up to 65,536 (ANEForge)"),
@@ -79,6 +85,8 @@ fn shared(v: ChipValues) -> ChipProfile {
         ("limits.ops.matmul_inner_multiple", "C23 [S] (ane.md §5): K not a multiple of 32 gives zeros on M1 (maderix #47); padded on every chip"),
         ("limits.ops.layer_norm", "C28 [S] (ane.md §5): layer_norm fails value-dependently on M1/M2 (compile) and M5 (eval); never emitted"),
         ("limits.ops.weights_reload_takes_effect", "C07 [C] (ane.md §5, §6): reload changed nothing on M5 and M4; conservative: reload does not take effect"),
+        ("limits.numerics.matmul_overflow_to_inf", "C35 [S, C: inf vs 0] (ane.md §5): matmul outputs beyond ~32,752 become inf on M5 (ANEForge #115); a second report says 0 on M3 Ultra; conservative: inf on every chip"),
+        ("limits.numerics.width_offset_slice_gain", "C36 [S] (ane.md §5): a non-zero last-axis slice offset applies a x16 gain on pre-A16 chips (M1/A14; M2 per the catalogue), exact on M5"),
         ("cost.spill_exponent", "ane.md §8: fit to M4 Max 12.5 -> 32 MB x0.54, -> 128 MB x0.29"),
         ("cost.shape_ref_spatial", "ane.md §8: e_shape saturates at S = 2048 (M3 Pro 16.77 TF at S=2048)"),
         ("cost.shape_ref_channels", "ane.md §8: e_shape saturates at C = 512 (M4 Max 256-ch = 0.55 x 512-ch)"),
@@ -110,6 +118,7 @@ fn m1() -> ChipProfile {
         fp32_io_cast: false,
         multi_record_blobs: false,
         sin_cos: false,
+        width_offset_slice_gain: true,
         cost: CostModel {
             dispatch_floor_ms: 0.1,
             isolated_eval_ms: 0.22,
@@ -156,6 +165,7 @@ fn m2() -> ChipProfile {
         fp32_io_cast: false,
         multi_record_blobs: false,
         sin_cos: false,
+        width_offset_slice_gain: true,
         cost: CostModel {
             dispatch_floor_ms: 0.1,
             isolated_eval_ms: 0.22,
@@ -202,6 +212,7 @@ fn m3() -> ChipProfile {
         fp32_io_cast: true,
         multi_record_blobs: true,
         sin_cos: true,
+        width_offset_slice_gain: false,
         cost: CostModel {
             dispatch_floor_ms: 0.075,
             isolated_eval_ms: 0.15,
@@ -284,6 +295,7 @@ fn m4() -> ChipProfile {
         fp32_io_cast: true,
         multi_record_blobs: true,
         sin_cos: true,
+        width_offset_slice_gain: false,
         cost: CostModel {
             dispatch_floor_ms: 0.05,
             isolated_eval_ms: 0.095,
@@ -330,6 +342,7 @@ fn m5() -> ChipProfile {
         fp32_io_cast: true,
         multi_record_blobs: true,
         sin_cos: true,
+        width_offset_slice_gain: false,
         cost: CostModel {
             dispatch_floor_ms: 0.04,
             isolated_eval_ms: 0.11,

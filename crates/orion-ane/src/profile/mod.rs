@@ -109,6 +109,16 @@ pub struct OpSupport {
     pub weights_reload_takes_effect: bool,
 }
 
+/// Numeric behaviours of the chip's fp16 datapath (ane.md §5 C35, C36); the simulator reproduces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Numerics {
+    /// Matmul/conv results beyond ±32,752 become ±inf (C35).
+    pub matmul_overflow_to_inf: bool,
+    /// A slice at a non-zero last-axis offset applies a ×16 gain internally, so |x| > 4,094 becomes ±inf (C36).
+    pub width_offset_slice_gain: bool,
+}
+
 /// Hard limits and layout rules of one chip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +147,8 @@ pub struct Limits {
     pub dialect: MilDialect,
     /// Accepted ops and features.
     pub ops: OpSupport,
+    /// Numeric behaviours of the fp16 datapath that the simulator reproduces.
+    pub numerics: Numerics,
 }
 
 /// Parameters of the per-program cost model (ane.md §8).
