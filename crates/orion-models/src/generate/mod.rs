@@ -1,0 +1,292 @@
+//! Text generation: prefill the prompt, then KV-cache decode steps, sampling one token per step.
+//!
+//! - `sampling`: greedy, temperature, top-k, top-p with a seeded ChaCha RNG;
+//! - `kv_cache`: the host-side cache fed to the decode-step graph.
+//!
+//! A `Generator` compiles, once, the decode-step graph of its capacity with the model's weights
+//! baked in as constants (`WeightMode::Constants`), and one prefill graph per prompt length it
+//! meets (kept for reuse). `generate` runs prefill on the prompt (filling the cache from its `k.{i}`/
+//! `v.{i}` outputs), samples from the last row's logits, then feeds each new token to the decode
+//! step at the next position, storing the step's new key/value rows in the cache. It stops at
+//! `max_new_tokens`, at a stop token (which is returned), when the cache is full, or when the
+//! per-token callback asks to. Models never name a backend: the caller passes one.
+//!
+//! Invariant: greedy generation with the cache gives the same tokens as re-running the full forward
+//! graph on the growing sequence ([`reforward_greedy`], the slow reference), up to float rounding.
+
+pub mod kv_cache;
+pub mod sampling;
+
+pub use kv_cache::KvCache;
+pub use sampling::{argmax, Sampler, SamplingOptions};
+
+use crate::error::{ModelError, Result};
+use crate::model::{decode_mask, token_tensor, Model, WeightMode};
+use orion_core::backend::{Backend, Executable};
+use orion_core::{DType, Graph, Tensor};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateOptions {
+    /// New tokens to produce at most (the prompt does not count).
+    pub max_new_tokens: usize,
+    pub sampling: SamplingOptions,
+    /// Seed of the sampling RNG (unused by greedy decoding).
+    pub seed: u64,
+    /// Generation stops after producing any of these (the stop token is included in the output).
+    pub stop_tokens: Vec<u32>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_new_tokens: 64,
+            sampling: SamplingOptions::greedy(),
+            seed: 0,
+            stop_tokens: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    MaxTokens,
+    StopToken(u32),
+    /// The KV cache (context) has no room for another position.
+    ContextFull,
+    /// The per-token callback returned `false`.
+    Callback,
+}
+
+/// Wall-clock timings of one `generate` call.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Timing {
+    /// Prompt forward including the prefill graph's compilation the first time a length is seen.
+    pub prefill_ms: f64,
+    pub prompt_tokens: usize,
+    /// Time spent in decode steps (graph runs, cache updates, sampling).
+    pub decode_ms: f64,
+    pub decode_steps: usize,
+}
+
+impl Timing {
+    /// Decode throughput in tokens per second (0 when no step ran).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        if self.decode_steps == 0 || self.decode_ms <= 0.0 {
+            return 0.0;
+        }
+        self.decode_steps as f64 / (self.decode_ms / 1000.0)
+    }
+}
+
+/// The result of `generate`: the new tokens (not the prompt), why it stopped, and timings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+    pub timing: Timing,
+}
+
+/// Compiled programs for generating from one model on one backend.
+#[derive(Debug)]
+pub struct Generator<'m> {
+    model: &'m Model,
+    backend: &'m dyn Backend,
+    dtype: DType,
+    capacity: usize,
+    decode_graph: Graph,
+    decode: Box<dyn Executable>,
+    prefill: HashMap<usize, (Graph, Box<dyn Executable>)>,
+}
+
+impl<'m> Generator<'m> {
+    /// A generator with the model's full context as cache capacity, computing in f32.
+    pub fn new(model: &'m Model, backend: &'m dyn Backend) -> Result<Generator<'m>> {
+        Generator::with_capacity(model, backend, model.config().max_seq_len, DType::F32)
+    }
+
+    /// A generator whose cache holds `capacity` positions (prompt plus new tokens), in `dtype`.
+    pub fn with_capacity(
+        model: &'m Model,
+        backend: &'m dyn Backend,
+        capacity: usize,
+        dtype: DType,
+    ) -> Result<Generator<'m>> {
+        let decode_graph = model.decode_graph(capacity, dtype, WeightMode::Constants)?;
+        let decode = backend.compile(&decode_graph)?;
+        Ok(Generator {
+            model,
+            backend,
+            dtype,
+            capacity,
+            decode_graph,
+            decode,
+            prefill: HashMap::new(),
+        })
+    }
+
+    /// Positions the cache holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Generates after `prompt`, calling `on_token` with each new token as soon as it is chosen;
+    /// `on_token` returns `false` to stop early.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        options: &GenerateOptions,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<Generation> {
+        let vocab = self.model.config().vocab_size;
+        if prompt.is_empty() {
+            return Err(ModelError::Usage("the prompt must have at least one token".into()));
+        }
+        if prompt.len() > self.capacity {
+            return Err(ModelError::Usage(format!(
+                "the prompt has {} tokens, more than the context of {}",
+                prompt.len(),
+                self.capacity
+            )));
+        }
+        let tokens = token_tensor(prompt, vocab)?;
+        let mut sampler = Sampler::new(options.sampling.clone(), options.seed)?;
+        let mut cache = KvCache::new(self.model.config(), self.capacity, self.dtype);
+        let mut timing = Timing {
+            prompt_tokens: prompt.len(),
+            ..Timing::default()
+        };
+        let mut out = Vec::new();
+        if options.max_new_tokens == 0 {
+            return Ok(Generation {
+                tokens: out,
+                stop: StopReason::MaxTokens,
+                timing,
+            });
+        }
+
+        let start = Instant::now();
+        let logits = self.prefill(tokens, &mut cache)?;
+        let mut next = sampler.sample(&logits)?;
+        timing.prefill_ms = start.elapsed().as_secs_f64() * 1e3;
+
+        let decode_start = Instant::now();
+        let stop = loop {
+            out.push(next);
+            if options.stop_tokens.contains(&next) {
+                break StopReason::StopToken(next);
+            }
+            if !on_token(next) {
+                break StopReason::Callback;
+            }
+            if out.len() >= options.max_new_tokens {
+                break StopReason::MaxTokens;
+            }
+            if cache.len() >= self.capacity {
+                break StopReason::ContextFull;
+            }
+            let logits = self.decode_step(next, &mut cache)?;
+            timing.decode_steps += 1;
+            next = sampler.sample(&logits)?;
+        };
+        timing.decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
+        Ok(Generation {
+            tokens: out,
+            stop,
+            timing,
+        })
+    }
+
+    /// Runs the prompt through the prefill graph, fills the cache, returns the last row's logits.
+    fn prefill(&mut self, tokens: Tensor, cache: &mut KvCache) -> Result<Vec<f32>> {
+        let len = tokens.numel();
+        if !self.prefill.contains_key(&len) {
+            let graph = self.model.prefill_graph(len, self.dtype, WeightMode::Constants)?;
+            let exe = self.backend.compile(&graph)?;
+            self.prefill.insert(len, (graph, exe));
+        }
+        let (graph, exe) = self
+            .prefill
+            .get(&len)
+            .ok_or_else(|| ModelError::Usage(format!("no prefill program for {len} tokens")))?;
+        let inputs = self.model.bind(graph, vec![("tokens", tokens)])?;
+        let outputs = exe.run(&inputs)?;
+        let logits = store_step_outputs(graph, &outputs, cache, self.model.config().n_layers)?;
+        cache.advance(len)?;
+        Ok(logits)
+    }
+
+    /// Feeds `token` at position `cache.len()`; stores its keys/values; returns its logits.
+    fn decode_step(&self, token: u32, cache: &mut KvCache) -> Result<Vec<f32>> {
+        let position = cache.len();
+        let pos = i32::try_from(position).map_err(|_| ModelError::Usage(format!("position {position} too large")))?;
+        let mut data = vec![
+            (
+                "token".to_string(),
+                token_tensor(&[token], self.model.config().vocab_size)?,
+            ),
+            ("position".to_string(), Tensor::i32([1], vec![pos])),
+            ("mask".to_string(), decode_mask(self.capacity, position, self.dtype)?),
+        ];
+        data.extend(cache.inputs()?);
+        let named = data.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let inputs = self.model.bind(&self.decode_graph, named)?;
+        let outputs = self.decode.run(&inputs)?;
+        let logits = store_step_outputs(&self.decode_graph, &outputs, cache, self.model.config().n_layers)?;
+        cache.advance(1)?;
+        Ok(logits)
+    }
+}
+
+/// Writes a prefill/decode run's `k.{i}`/`v.{i}` outputs into the cache; returns the logits row.
+fn store_step_outputs(graph: &Graph, outputs: &[Tensor], cache: &mut KvCache, layers: usize) -> Result<Vec<f32>> {
+    let by_name: HashMap<&str, &Tensor> = graph
+        .outputs()
+        .iter()
+        .map(|o| o.name.as_str())
+        .zip(outputs.iter())
+        .collect();
+    let get = |name: &str| {
+        by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| ModelError::Usage(format!("graph {} has no output {name:?}", graph.name())))
+    };
+    for layer in 0..layers {
+        cache.write(layer, get(&format!("k.{layer}"))?, get(&format!("v.{layer}"))?)?;
+    }
+    let logits = get("logits")?;
+    let vocab = logits.shape().dims().last().copied().unwrap_or(0);
+    let all = logits.to_f32_vec();
+    Ok(all[all.len().saturating_sub(vocab)..].to_vec())
+}
+
+/// Greedy generation without a cache: the full forward graph on the growing sequence at every
+/// step (weights as inputs, one compilation per length). Slow; the reference for the cached path.
+pub fn reforward_greedy(model: &Model, backend: &dyn Backend, prompt: &[u32], steps: usize) -> Result<Vec<u32>> {
+    let mut seq = prompt.to_vec();
+    for _ in 0..steps {
+        let logits = forward_logits(model, backend, &seq)?;
+        let vocab = model.config().vocab_size;
+        let last = logits.to_f32_vec();
+        seq.push(argmax(&last[last.len().saturating_sub(vocab)..])?);
+    }
+    Ok(seq[prompt.len()..].to_vec())
+}
+
+/// Logits `[T, V]` of `tokens` from the forward graph in f32 (weights bound as inputs).
+pub fn forward_logits(model: &Model, backend: &dyn Backend, tokens: &[u32]) -> Result<Tensor> {
+    let graph = model.forward_graph(tokens.len(), DType::F32, WeightMode::Inputs)?;
+    let exe = backend.compile(&graph)?;
+    let inputs = model.bind(
+        &graph,
+        vec![("tokens", token_tensor(tokens, model.config().vocab_size)?)],
+    )?;
+    let mut outputs = exe.run(&inputs)?;
+    outputs
+        .pop()
+        .ok_or_else(|| ModelError::Usage("the forward graph returned no logits".into()))
+}
