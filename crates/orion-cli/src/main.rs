@@ -25,6 +25,10 @@ enum Command {
     Ir(commands::ir::IrCommand),
     #[command(flatten)]
     Ane(commands::ane::AneCommand),
+    /// Generate text with a GPT-2 or Llama model (safetensors or llama2.c weights).
+    Generate(commands::generate::GenerateArgs),
+    /// Write every position's logits for a token sequence to a .npy file.
+    Logits(commands::generate::LogitsArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ir(cmd) => commands::ir::run(cmd),
         Command::Ane(cmd) => commands::ane::run(cmd),
+        Command::Generate(args) => commands::generate::run_generate(args),
+        Command::Logits(args) => commands::generate::run_logits(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

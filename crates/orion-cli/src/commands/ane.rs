@@ -12,11 +12,9 @@
 //! BLOBFILE paths `@model_path/REL` resolve to `DIR/REL`, DIR being `--weights` or the MIL file's
 //! folder; a path that would leave DIR is refused. Every bad input is an error naming what is wrong.
 
-mod npy;
-
+use super::npy::{self, NpyDType};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use npy::NpyDType;
 use orion_ane::device::{AneDevice, SimulatedAne, Surface, WeightDict};
 use orion_ane::lint::{has_errors, lint, Violation};
 use orion_ane::lower::{lower, IoDesc, IoLayout, LowerOptions, WeightMode};

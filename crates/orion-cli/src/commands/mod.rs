@@ -1,4 +1,6 @@
 //! One module per command group of the `orion` binary.
 
 pub mod ane;
+pub mod generate;
 pub mod ir;
+pub mod npy;

@@ -1,4 +1,4 @@
-//! A small, strict reader and writer of NumPy `.npy` files for the ANE commands: little-endian `<f4`
+//! A small, strict reader and writer of NumPy `.npy` files for the commands that take or write arrays: little-endian `<f4`
 //! (f32) and `<f2` (f16) arrays in C order, format versions 1.0, 2.0 and 3.0.
 //!
 //! Invariants: the reader accepts only what it can represent exactly — anything else (big-endian or

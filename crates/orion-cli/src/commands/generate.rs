@@ -1,0 +1,223 @@
+//! `orion generate` and `orion logits`: run a GPT-2 or Llama model from the files people already have.
+//!
+//! - `generate --weights FILE [--config FILE] [--tokenizer FILE] --prompt TEXT [--max-tokens N]
+//!   [--temperature T] [--top-k K] [--top-p P] [--seed S] [--device auto|cpu|ane-sim|ane]`: prefill,
+//!   then KV-cache decoding; tokens stream to stdout as they are chosen; timing goes to stderr at the end.
+//! - `logits --weights FILE [--config FILE] --tokens 1,2,3 --out logits.npy`: every position's logits
+//!   `[T, V]` as f32, for checking against another implementation; written atomically.
+//!
+//! Weights are Hugging Face safetensors (a file or a directory with `config.json`) or a llama2.c `.bin`.
+//! The tokenizer defaults to GPT-2's for GPT-2 models and to a `tokenizer.model`/`.json`/`.bin` next to
+//! the weights for Llama models. Devices: generation runs on the CPU backend; the ANE paths (simulated
+//! and real) are not wired into generation yet and say so instead of silently falling back.
+
+use super::npy::{self, NpyDType};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+use orion_core::cpu::CpuBackend;
+use orion_models::generate::{forward_logits, GenerateOptions, Generator, SamplingOptions};
+use orion_models::tokenizer::{gpt2, load_tokenizer, Tokenizer};
+use orion_models::weights::export::write_atomically;
+use orion_models::{Family, Model};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The ANE where one is present and supported for this job, else the CPU.
+    Auto,
+    Cpu,
+    AneSim,
+    Ane,
+}
+
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// Weight file: safetensors (file or directory) or llama2.c `.bin`.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Model config (Hugging Face `config.json`); default: from the weight file or beside it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Tokenizer file (`tokenizer.model`, `tokenizer.json` or llama2.c `tokenizer.bin`).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Text to continue.
+    #[arg(long)]
+    prompt: String,
+    /// New tokens to generate at most.
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample among the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample among the most likely tokens whose probability reaches P (1 = all).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Comma-separated token ids.
+    #[arg(long, value_delimiter = ',', required = true)]
+    tokens: Vec<u32>,
+    /// Output `.npy` file (f32, shape [T, V]).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Loads the model named by `args`, with a message that names the file on failure.
+fn load_model(args: &ModelArgs) -> Result<Model> {
+    Model::load(&args.weights, args.config.as_deref())
+        .with_context(|| format!("cannot load a model from {}", args.weights.display()))
+}
+
+/// Generation runs on the CPU backend for now; other choices are refused loudly, never downgraded.
+fn check_device(choice: DeviceChoice) -> Result<()> {
+    match choice {
+        DeviceChoice::Auto | DeviceChoice::Cpu => Ok(()),
+        DeviceChoice::AneSim | DeviceChoice::Ane => bail!(
+            "generation on {} is not implemented yet: use --device cpu (auto picks the CPU until the ANE \
+             generation path lands)",
+            if choice == DeviceChoice::Ane {
+                "the ANE"
+            } else {
+                "the simulated ANE"
+            }
+        ),
+    }
+}
+
+fn choose_tokenizer(model: &Model, args: &GenerateArgs) -> Result<Box<dyn Tokenizer>> {
+    if let Some(path) = &args.tokenizer {
+        return load_tokenizer(path).with_context(|| format!("cannot load tokenizer {}", path.display()));
+    }
+    match model.config().family {
+        Family::Gpt2 => Ok(gpt2()?),
+        Family::Llama => {
+            let dir = if args.model.weights.is_dir() {
+                args.model.weights.clone()
+            } else {
+                args.model.weights.parent().map(Path::to_path_buf).unwrap_or_default()
+            };
+            load_tokenizer(&dir).map_err(|e| {
+                anyhow!("no tokenizer given and none usable beside the weights ({e}); pass --tokenizer FILE")
+            })
+        }
+    }
+}
+
+pub fn run_generate(args: GenerateArgs) -> Result<()> {
+    check_device(args.device)?;
+    let model = load_model(&args.model)?;
+    let tokenizer = choose_tokenizer(&model, &args)?;
+    if tokenizer.vocab_size() > model.config().vocab_size {
+        bail!(
+            "the tokenizer has {} tokens but the model only {}: they do not belong together",
+            tokenizer.vocab_size(),
+            model.config().vocab_size
+        );
+    }
+    let mut prompt: Vec<u32> = tokenizer.bos_id().into_iter().collect();
+    prompt.extend(tokenizer.encode(&args.prompt));
+    let options = GenerateOptions {
+        max_new_tokens: args.max_tokens,
+        sampling: SamplingOptions {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+        },
+        seed: args.seed,
+        stop_tokens: tokenizer.eos_id().into_iter().collect(),
+    };
+    let backend = CpuBackend::default();
+    let mut generator = Generator::new(&model, &backend)?;
+    let mut stream = Utf8Stream::default();
+    print!("{}", args.prompt);
+    let mut write_error = None;
+    let generation = generator.generate(&prompt, &options, &mut |token| {
+        let bytes = tokenizer.token_bytes(token).unwrap_or_default();
+        match stream.push(&bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                write_error = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("cannot write to stdout");
+    }
+    stream.finish()?;
+    println!();
+    let t = generation.timing;
+    eprintln!(
+        "{} prompt tokens, {} generated ({:?}); prefill {:.1} ms, decode {:.1} tok/s on the CPU",
+        t.prompt_tokens,
+        generation.tokens.len(),
+        generation.stop,
+        t.prefill_ms,
+        t.decode_tokens_per_s()
+    );
+    Ok(())
+}
+
+pub fn run_logits(args: LogitsArgs) -> Result<()> {
+    let model = load_model(&args.model)?;
+    let vocab = model.config().vocab_size;
+    if let Some(bad) = args.tokens.iter().find(|&&t| t as usize >= vocab) {
+        bail!("token id {bad} is outside the model's vocabulary of {vocab}");
+    }
+    let logits = forward_logits(&model, &CpuBackend::default(), &args.tokens)?;
+    let values = logits
+        .as_f32()
+        .ok_or_else(|| anyhow!("the model produced non-float logits"))?;
+    let bytes = npy::write(NpyDType::F32, logits.shape().dims(), values);
+    write_atomically(&args.out, &bytes).with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!("wrote logits {} to {}", logits.ty(), args.out.display());
+    Ok(())
+}
+
+/// Writes generated bytes to stdout as soon as they form complete UTF-8 characters (a byte-level
+/// token may end in the middle of one).
+#[derive(Default)]
+struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_some() => self.pending.len(), // invalid, not just incomplete
+            Err(e) => e.valid_up_to(),
+        };
+        let text = String::from_utf8_lossy(&self.pending[..valid]).into_owned();
+        self.pending.drain(..valid);
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        std::io::stdout().lock().write_all(rest.as_bytes())
+    }
+}
