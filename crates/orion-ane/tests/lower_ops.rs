@@ -136,6 +136,11 @@ fn linear_with_constant_weight_becomes_conv_when_baked() {
         baked.mil_text
     );
     assert_eq!(baked.weights.len(), 1);
+    let mut matmul_chip = m4();
+    matmul_chip.limits.ops.baked_linear_as_conv = false;
+    let as_matmul = lower(&g, &matmul_chip, &LowerOptions::default()).unwrap();
+    assert!(as_matmul.mil_text.contains("= matmul("), "{}", as_matmul.mil_text);
+    assert!(!as_matmul.mil_text.contains("= conv("), "{}", as_matmul.mil_text);
     let as_inputs = lower(
         &g,
         &m4(),

@@ -1,7 +1,7 @@
 //! Lowerings that work around what the device rejects or runs badly (ane.md §5 "Auto" column):
 //!
-//! - linear layers with a baked weight → 1×1 `conv` with the weight as `[N, K, 1, 1]` (C41: ≈3× faster
-//!   than matmul); `conv` never gets `bias=` (C13: biases stay separate `add`s, as the IR has them);
+//! - linear layers with a baked weight → 1×1 `conv` with the weight as `[N, K, 1, 1]` when the profile's
+//!   `ops.baked_linear_as_conv` says so (C41: ≈3× faster than matmul); `conv` never gets `bias=` (C13: biases stay separate `add`s, as the IR has them);
 //!   a layer with ≥ 32,000 input channels stays a matmul (C27);
 //! - matmul contraction extents not a multiple of `limits.ops.matmul_inner_multiple` are zero-padded on
 //!   both operands (C23): constants are padded in their data, runtime operands by a `pad` op;
@@ -117,10 +117,11 @@ fn check_contraction(cx: &Cx<'_>, what: &str, k: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The `[N, K]` weight of a linear layer `a · Wᵀ` that should become a 1×1 conv: baked weights only
-/// (C41), `a` without batch axes, fewer than 32,000 input channels (C27).
+/// The `[N, K]` weight of a linear layer `a · Wᵀ` that should become a 1×1 conv: baked weights only,
+/// when the profile prefers conv for them (C41), `a` without batch axes, fewer than 32,000 input
+/// channels (C27).
 fn linear_weight(cx: &Cx<'_>, a: ValueId, b: ValueId, tb: bool) -> Option<Tensor> {
-    if cx.mode != WeightMode::Baked {
+    if cx.mode != WeightMode::Baked || !cx.profile.limits.ops.baked_linear_as_conv {
         return None;
     }
     let weight = baked_const(cx, b)?;

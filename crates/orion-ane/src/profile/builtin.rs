@@ -65,6 +65,7 @@ fn shared(v: ChipValues) -> ChipProfile {
             sin_cos: v.sin_cos,
             layer_norm: false,
             weights_reload_takes_effect: false,
+            baked_linear_as_conv: true,
         },
         numerics: Numerics {
             matmul_overflow_to_inf: true,
@@ -87,6 +88,7 @@ fn shared(v: ChipValues) -> ChipProfile {
         ("limits.ops.weights_reload_takes_effect", "C07 [C] (ane.md §5, §6): reload changed nothing on M5 and M4; conservative: reload does not take effect"),
         ("limits.numerics.matmul_overflow_to_inf", "C35 [S, C: inf vs 0] (ane.md §5): matmul outputs beyond ~32,752 become inf on M5 (ANEForge #115); a second report says 0 on M3 Ultra; conservative: inf on every chip"),
         ("limits.numerics.width_offset_slice_gain", "C36 [S] (ane.md §5): a non-zero last-axis slice offset applies a x16 gain on pre-A16 chips (M1/A14; M2 per the catalogue), exact on M5"),
+        ("limits.ops.baked_linear_as_conv", "C41 [S] (ane.md §5): 1x1 conv ~3x faster than matmul for linears with baked weights (maderix Part 2); no chip reported otherwise, so on for all until a probe measures it"),
         ("cost.spill_exponent", "ane.md §8: fit to M4 Max 12.5 -> 32 MB x0.54, -> 128 MB x0.29"),
         ("cost.shape_ref_spatial", "ane.md §8: e_shape saturates at S = 2048 (M3 Pro 16.77 TF at S=2048)"),
         ("cost.shape_ref_channels", "ane.md §8: e_shape saturates at C = 512 (M4 Max 256-ch = 0.55 x 512-ch)"),

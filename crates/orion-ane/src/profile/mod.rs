@@ -107,6 +107,8 @@ pub struct OpSupport {
     pub layer_norm: bool,
     /// Overwriting weight files and unload/load changes the output (C07).
     pub weights_reload_takes_effect: bool,
+    /// Linear layers with baked weights are emitted as 1×1 `conv` rather than `matmul` (C41).
+    pub baked_linear_as_conv: bool,
 }
 
 /// Numeric behaviours of the chip's fp16 datapath (ane.md §5 C35, C36); the simulator reproduces them.
