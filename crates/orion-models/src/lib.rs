@@ -6,11 +6,17 @@
 //! - `weights`: safetensors and llama2.c weight files, canonical safetensors export.
 //! - `generate`: prefill + KV-cache decoding with greedy/temperature/top-k/top-p sampling.
 //! - `tokenizer`: GPT-2 (r50k_base) and SentencePiece BPE tokenizers from .model, .json and .bin files.
+//! - `optim`: AdamW, learning-rate schedules, global-norm clipping, dynamic loss scaling.
+//! - `checkpoint`: atomic, checksummed training checkpoints that resume bit-identically.
+//! - `metrics`: the per-step `metrics.jsonl` log and its `loss.png` plot.
 
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod generate;
+pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod tokenizer;
 pub mod weights;
 

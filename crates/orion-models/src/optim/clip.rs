@@ -1,0 +1,42 @@
+//! Global-norm gradient clipping (as `torch.nn.utils.clip_grad_norm_` with the 2-norm).
+//!
+//! The norm is `sqrt(Σ g²)` over every element of every gradient, accumulated in f64 in the
+//! deterministic name order of the map. Gradients are scaled by `max_norm / norm` only when the norm
+//! is finite and strictly above `max_norm` (no ε fudge: a norm at or below the limit is untouched).
+//! A non-finite norm is returned unchanged and nothing is scaled: non-finite gradients are the loss
+//! scaler's business, and hiding them here would hide a bug.
+
+use std::collections::BTreeMap;
+
+/// The global 2-norm of all gradients (f64 accumulation, returned as f32).
+pub fn global_norm(grads: &BTreeMap<String, Vec<f32>>) -> f32 {
+    global_norm_f64(grads) as f32
+}
+
+fn global_norm_f64(grads: &BTreeMap<String, Vec<f32>>) -> f64 {
+    let sum: f64 = grads
+        .values()
+        .flat_map(|g| g.iter())
+        .map(|&x| {
+            let x = x as f64;
+            x * x
+        })
+        .sum();
+    sum.sqrt()
+}
+
+/// Scales `grads` so that their global norm is at most `max_norm`; returns the norm before clipping.
+/// `max_norm ≤ 0` (or non-finite) disables clipping: the norm is still measured and returned.
+pub fn clip_global_norm(grads: &mut BTreeMap<String, Vec<f32>>, max_norm: f32) -> f32 {
+    let norm = global_norm_f64(grads);
+    let limit = max_norm as f64;
+    if limit.is_finite() && limit > 0.0 && norm.is_finite() && norm > limit {
+        let scale = (limit / norm) as f32;
+        for g in grads.values_mut() {
+            for x in g.iter_mut() {
+                *x *= scale;
+            }
+        }
+    }
+    norm as f32
+}
