@@ -6,12 +6,14 @@
 //! - `weights`: safetensors and llama2.c weight files, canonical safetensors export.
 //! - `generate`: prefill + KV-cache decoding with greedy/temperature/top-k/top-p sampling.
 //! - `tokenizer`: GPT-2 (r50k_base) and SentencePiece BPE tokenizers from .model, .json and .bin files.
+//! - `data`: the built-in story corpus, token streams (text, corpus, uint16 shards) and the batcher.
 //! - `optim`: AdamW, learning-rate schedules, global-norm clipping, dynamic loss scaling.
 //! - `checkpoint`: atomic, checksummed training checkpoints that resume bit-identically.
 //! - `metrics`: the per-step `metrics.jsonl` log and its `loss.png` plot.
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod generate;
 pub mod metrics;

@@ -18,6 +18,7 @@ mod hf_json;
 mod llama2c;
 mod sentencepiece;
 mod spm_model;
+pub mod train_bpe;
 
 use std::path::Path;
 
