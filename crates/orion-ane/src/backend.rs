@@ -43,6 +43,12 @@ impl AneBackend {
     pub fn compile_program(&self, graph: &Graph) -> Result<AneExecutable, AneError> {
         let optimised = optimise(graph, &PipelineOptions::default())?.graph;
         let emitted = lower(&optimised, self.device.profile(), &self.options)?;
+        self.compile_lowered(&optimised, emitted)
+    }
+
+    /// The device half of [`AneBackend::compile_program`]: `emitted` must be the lowering of the already
+    /// optimised `optimised` for this device (the program cache stores and reuses lowerings).
+    pub fn compile_lowered(&self, optimised: &Graph, emitted: EmittedProgram) -> Result<AneExecutable, AneError> {
         let errors: Vec<String> = emitted
             .lint
             .iter()
@@ -55,7 +61,7 @@ impl AneBackend {
                 message: format!("the emitted program breaks device rules: {}", errors.join("; ")),
             });
         }
-        let plan = IoPlan::new(&optimised, &emitted, self.device.profile().limits.io_binding_order)?;
+        let plan = IoPlan::new(optimised, &emitted, self.device.profile().limits.io_binding_order)?;
         let id = self.device.compile(emitted.mil_text.as_bytes(), &emitted.weights)?;
         if let Err(e) = self.device.load(id) {
             return Err(e.into());

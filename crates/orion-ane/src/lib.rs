@@ -7,14 +7,19 @@
 //! - `lint`: checks a MIL program against a chip profile, reporting catalogue ids;
 //! - `device`: the device interface (compile / load / evaluate / unload) and the simulated ANE;
 //! - `surfaces`: surface sizing, binding order, layout transposes and the fp16/fp32 surface codec;
-//! - `backend`: `AneBackend`, the `orion_core::backend::Backend` that runs graphs on a device.
+//! - `backend`: `AneBackend`, the `orion_core::backend::Backend` that runs graphs on a device;
+//! - `cache`: the program cache (memory LRU + disk) and `CachedBackend`.
+//!
+//! `unsafe` is denied everywhere except `device::macos` (Apple platforms only), where every block
+//! carries its safety argument.
 //!
 //! Facts about the device cite the project's ANE reference by section ("ane.md §4") and catalogue id (C03).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod blob;
+pub mod cache;
 pub mod catalogue;
 pub mod device;
 pub mod error;

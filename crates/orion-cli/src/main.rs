@@ -25,6 +25,8 @@ enum Command {
     Ir(commands::ir::IrCommand),
     #[command(flatten)]
     Ane(commands::ane::AneCommand),
+    /// Report the platform, chip, OS version and which devices (cpu, ane-sim, ane) are usable.
+    Doctor(commands::device::DoctorArgs),
     /// Generate text with a GPT-2 or Llama model (safetensors or llama2.c weights).
     Generate(commands::generate::GenerateArgs),
     /// Write every position's logits for a token sequence to a .npy file.
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ir(cmd) => commands::ir::run(cmd),
         Command::Ane(cmd) => commands::ane::run(cmd),
+        Command::Doctor(args) => commands::device::run_doctor(args),
         Command::Generate(args) => commands::generate::run_generate(args),
         Command::Logits(args) => commands::generate::run_logits(args),
     };

@@ -8,13 +8,23 @@
 //!   its length is the allocation size and its meaning comes only from the MIL signature (ane.md §1, §2);
 //! - [`EvalReport`]: what one evaluation cost according to the chip's cost model (ane.md §8);
 //! - [`DeviceError`]: every failure, with the catalogue rule that explains it when one does;
-//! - `sim`: [`SimulatedAne`], the simulated device.
+//! - `sim`: [`SimulatedAne`], the simulated device;
+//! - [`workdir`]: the compile directory the real compiler reads (C04), shared and tested on Linux;
+//! - [`errors`]: known causes of device failures (status codes, messages → catalogue ids);
+//! - [`host`]: host facts for `orion doctor` and chip detection from the CPU brand string;
+//! - `macos` (Apple platforms only): [`RealAne`](macos::RealAne), the real device.
 //!
 //! Invariants: program ids are never reused within one device instance; a device counts every compile
 //! it attempts against the profile's compile budget (C06) and refuses compiles past it; an evaluation
 //! runs only on a loaded program.
 
+pub mod errors;
+pub mod host;
+#[cfg(target_vendor = "apple")]
+#[allow(unsafe_code)]
+pub mod macos;
 mod sim;
+pub mod workdir;
 
 pub use sim::{SimOptions, SimulatedAne};
 
