@@ -31,6 +31,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Write every position's logits for a token sequence to a .npy file.
     Logits(commands::generate::LogitsArgs),
+    /// Train a model (built-in story corpus by default) and export it.
+    Train(commands::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => commands::device::run_doctor(args),
         Command::Generate(args) => commands::generate::run_generate(args),
         Command::Logits(args) => commands::generate::run_logits(args),
+        Command::Train(args) => commands::train::run_train(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 //! - `optim`: AdamW, learning-rate schedules, global-norm clipping, dynamic loss scaling.
 //! - `checkpoint`: atomic, checksummed training checkpoints that resume bit-identically.
 //! - `metrics`: the per-step `metrics.jsonl` log and its `loss.png` plot.
+//! - `train`: per-layer training programs, one forward/backward step, the training loop.
 
 pub mod checkpoint;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use config::{Family, ModelConfig};

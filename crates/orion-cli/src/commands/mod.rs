@@ -5,3 +5,4 @@ pub mod device;
 pub mod generate;
 pub mod ir;
 pub mod npy;
+pub mod train;

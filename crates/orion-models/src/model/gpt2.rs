@@ -67,7 +67,8 @@ pub(crate) fn build(b: &mut Builder<'_>) -> Result<()> {
     b.finish(x, head)
 }
 
-fn block(b: &mut Builder<'_>, x: ValueId, i: usize) -> Result<ValueId> {
+/// One block (layer `i`) on `x [T, D]`; also the body of the per-layer training programs.
+pub(crate) fn block(b: &mut Builder<'_>, x: ValueId, i: usize) -> Result<ValueId> {
     let heads = b.cfg.n_heads;
     let n1 = norm(b, x, &format!("h.{i}.ln_1"))?;
     let q = proj(b, n1, &format!("h.{i}.attn.q_proj"))?;

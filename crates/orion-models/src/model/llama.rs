@@ -81,6 +81,12 @@ fn rope_rows(b: &mut Builder<'_>) -> Result<(ValueId, ValueId)> {
     }
 }
 
+/// One block (layer `i`) on `x [T, D]` with its own RoPE tables, for the per-layer training programs.
+pub(crate) fn layer_block(b: &mut Builder<'_>, x: ValueId, i: usize) -> Result<ValueId> {
+    let (cos, sin) = rope_rows(b)?;
+    block(b, x, i, cos, sin)
+}
+
 fn block(b: &mut Builder<'_>, x: ValueId, i: usize, cos: ValueId, sin: ValueId) -> Result<ValueId> {
     let p = format!("model.layers.{i}");
     let (heads, kv_heads) = (b.cfg.n_heads, b.cfg.n_kv_heads);

@@ -90,6 +90,54 @@ pub fn build_decode_step(cfg: &ModelConfig, cache_len: usize, dtype: DType) -> R
     build(cfg, GraphKind::Decode { cache_len }, dtype, None)
 }
 
+/// The canonical-name prefix of layer `layer`'s tensors (`h.{i}.` or `model.layers.{i}.`).
+pub fn layer_prefix(cfg: &ModelConfig, layer: usize) -> String {
+    match cfg.family {
+        Family::Gpt2 => format!("h.{layer}."),
+        Family::Llama => format!("model.layers.{layer}."),
+    }
+}
+
+/// One transformer block as its own graph, for per-layer training programs: input `x` `[T, D]`,
+/// then layer `layer`'s weights as inputs (canonical names, spec order), output `y` `[T, D]`.
+/// The block is built by the same family code as the full model graphs.
+pub fn build_layer(cfg: &ModelConfig, layer: usize, seq_len: usize, dtype: DType) -> Result<Graph> {
+    cfg.validate()?;
+    if layer >= cfg.n_layers || seq_len == 0 || seq_len > cfg.max_seq_len || !dtype.is_float() {
+        return Err(ModelError::Usage(format!(
+            "layer graph: layer {layer} of {}, length {seq_len} of {}, dtype {dtype}",
+            cfg.n_layers, cfg.max_seq_len
+        )));
+    }
+    let mut g = Graph::new(format!("{}_layer_{seq_len}", cfg.family.name()));
+    let x = g.input("x", TensorType::new(dtype, [seq_len, cfg.dim]))?;
+    let prefix = layer_prefix(cfg, layer);
+    let mut weights = HashMap::new();
+    for spec in weight_specs(cfg).into_iter().filter(|s| s.name.starts_with(&prefix)) {
+        let value = g.input(spec.name.clone(), TensorType::new(dtype, spec.shape.clone()))?;
+        weights.insert(spec.name, value);
+    }
+    // A block reads only `x`, its weights and the RoPE rows; `tokens` is unused here.
+    let mut b = Builder {
+        g,
+        cfg,
+        kind: GraphKind::Forward { seq_len },
+        dtype,
+        tokens: x,
+        position: None,
+        mask: None,
+        caches: vec![],
+        weights,
+    };
+    let y = match cfg.family {
+        Family::Gpt2 => gpt2::block(&mut b, x, layer)?,
+        Family::Llama => llama::layer_block(&mut b, x, layer)?,
+    };
+    b.g.set_output("y", y)?;
+    orion_core::verify::verify(&b.g)?;
+    Ok(b.g)
+}
+
 fn build(cfg: &ModelConfig, kind: GraphKind, dtype: DType, model: Option<&Model>) -> Result<Graph> {
     cfg.validate()?;
     if !dtype.is_float() {

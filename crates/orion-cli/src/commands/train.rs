@@ -1,0 +1,449 @@
+//! `orion train`: train a GPT-2 or Llama model on the built-in story corpus, a text file or uint16
+//! token shards, and export it.
+//!
+//! `train [--model NAME|CONFIG] [--data FILE] [--tokenizer FILE] [--init FILE] [--device
+//! auto|cpu|ane-sim|ane] [--strategy dynamic|recompile|patch] [--steps N] [--batch-size B]
+//! [--seq-len T] [--accum K] [--lr LR] [--warmup W] [--min-lr-ratio R] [--weight-decay WD]
+//! [--clip C] [--eval-every N] [--checkpoint-every N] [--out DIR] [--resume DIR] [--seed S]
+//! [--no-shuffle] [--sample-tokens N] [--temperature T] [--compile-budget N] [--quiet]`.
+//!
+//! Defaults: a small Llama (dim 64, 4 layers, 4 heads, 2 key/value heads, context 64) with a
+//! 512-piece BPE trained on the built-in corpus. Per step: metrics line in `OUT/metrics.jsonl`, a
+//! progress bar on stderr, validation loss every `--eval-every` steps, a checkpoint every
+//! `--checkpoint-every` steps; at the end `OUT/model.safetensors`, `config.json`,
+//! the tokenizer (`tokenizer.model` when trained here, else a copy of `--tokenizer`), `loss.png` and a
+//! sample on stdout (greedy, or `--temperature`).
+//! Devices: `cpu` (and `auto`, which is the CPU here) runs everything in f32; `ane-sim` compiles the
+//! layer programs for the simulated ANE (weights as program inputs, fp16, dynamic loss scaling) and
+//! keeps embedding, head and optimiser on the CPU. Strategy `recompile` bakes each layer's weights
+//! into its own programs and recompiles them after every update; before the per-process compile
+//! budget (`--compile-budget`) runs out it writes a checkpoint and `exec()`s itself with `--resume`.
+//! `ane` and the `patch` strategy are refused with a "not supported yet" error rather than
+//! silently falling back.
+
+use super::generate::DeviceChoice;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use orion_ane::backend::AneBackend;
+use orion_ane::lower::{LowerOptions, WeightMode};
+use orion_core::backend::Backend;
+use orion_core::cpu::CpuBackend;
+use orion_core::DType;
+use orion_models::checkpoint::{load_checkpoint, save_checkpoint};
+use orion_models::config::{Family, ModelConfig};
+use orion_models::data::corpus::{generate_corpus, DEFAULT_CORPUS_BYTES, DEFAULT_CORPUS_SEED};
+use orion_models::data::dataset::{Batcher, BatcherConfig, TokenStream};
+use orion_models::data::shards::shard_paths;
+use orion_models::generate::{GenerateOptions, Generator, SamplingOptions};
+use orion_models::metrics::{plot_losses, MetricsWriter, StepMetrics, LOSS_PLOT_FILE, METRICS_FILE};
+use orion_models::optim::{AdamWConfig, LossScalerConfig, Schedule};
+use orion_models::tokenizer::train_bpe::train_bpe;
+use orion_models::tokenizer::{load_tokenizer, Tokenizer};
+use orion_models::train::{StepPrograms, StepRunner, TrainOptions, Trainer};
+use orion_models::weights::export::{export_safetensors, write_atomically};
+use orion_models::Model;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Weights as program inputs, compiled once.
+    Dynamic,
+    /// Weights baked, recompiled after each update.
+    Recompile,
+    /// Delta-patched baked weights (experimental).
+    Patch,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// A built-in model name, a config file (`config.json`), or `default` (a small Llama).
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Training data: a `.txt` file (tokenised on the fly) or uint16 `.bin` shard(s) (a file or a
+    /// directory); default: the built-in story corpus.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Tokenizer for `--data FILE.txt` (default: a BPE trained on the text).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Start from pretrained weights (safetensors or llama2.c `.bin`): fine-tuning.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    #[arg(long, value_enum, default_value_t = Strategy::Dynamic)]
+    strategy: Strategy,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 600)]
+    steps: u64,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    /// Micro-batches accumulated per optimiser step.
+    #[arg(long, default_value_t = 1)]
+    accum: usize,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 30)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0.1)]
+    min_lr_ratio: f32,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f32,
+    /// Global-norm clipping threshold (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// Validation loss every N steps (0 = only at the end).
+    #[arg(long, default_value_t = 100)]
+    eval_every: u64,
+    /// Checkpoint into --out every N steps (0 = never).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Output directory (metrics, checkpoints, exported model).
+    #[arg(long, default_value = "orion-train-out")]
+    out: PathBuf,
+    /// Continue the run checkpointed in this directory (same flags).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Serve training windows in file order instead of a seeded shuffle.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Tokens of the sample printed at the end (0 = none).
+    #[arg(long, default_value_t = 80)]
+    sample_tokens: usize,
+    /// Sampling temperature of the final sample (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// `recompile`: compiles allowed per process before checkpoint + restart (ane.md C06: ~119 on
+    /// the device; 100 leaves a margin).
+    #[arg(long, default_value_t = 100)]
+    compile_budget: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The built-in training default: a small Llama for the 512-piece story tokenizer.
+fn default_config() -> ModelConfig {
+    ModelConfig {
+        family: Family::Llama,
+        dim: 64,
+        n_layers: 4,
+        n_heads: 4,
+        n_kv_heads: 2,
+        vocab_size: 512,
+        hidden_dim: 176,
+        max_seq_len: 64,
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        tied_embeddings: true,
+        biases: false,
+    }
+}
+
+/// The backend of the layer programs, their dtype and the loss scaling that fits it.
+fn layer_device(device: DeviceChoice) -> Result<(Box<dyn Backend>, DType, LossScalerConfig)> {
+    match device {
+        DeviceChoice::Auto | DeviceChoice::Cpu => {
+            Ok((Box::new(CpuBackend::default()), DType::F32, LossScalerConfig::f32()))
+        }
+        DeviceChoice::AneSim => {
+            let options = LowerOptions {
+                weights: WeightMode::Inputs,
+                ..LowerOptions::default()
+            };
+            let backend = AneBackend::simulated(SIM_CHIP, options).context("no simulated chip")?;
+            Ok((Box::new(backend), DType::F16, LossScalerConfig::fp16()))
+        }
+        DeviceChoice::Ane => bail!("training on the real ANE is not supported yet; use --device ane-sim or cpu"),
+    }
+}
+
+/// The simulated chip of `--device ane-sim`.
+const SIM_CHIP: &str = "m4";
+
+pub fn run_train(args: TrainArgs) -> Result<()> {
+    let (device, layer_dtype, scaler) = layer_device(args.device)?;
+    if args.strategy == Strategy::Patch {
+        bail!("the patch weight-update strategy is not supported yet; use --strategy dynamic or recompile");
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let (mut cfg, init) = model_config(&args)?;
+    let (stream, tokenizer) = data_stream(&args, &mut cfg)?;
+    let batcher = Batcher::new(
+        stream,
+        BatcherConfig {
+            batch_size: args.batch_size,
+            seq_len: args.seq_len,
+            shuffle: !args.no_shuffle,
+            seed: args.seed,
+            val_fraction: 0.05,
+            vocab_size: cfg.vocab_size,
+        },
+    )?;
+    let cpu = CpuBackend::default();
+    let programs = StepPrograms::new(&cfg, args.seq_len, args.batch_size, device.as_ref(), layer_dtype, &cpu)?;
+    let runner = StepRunner::new(cfg.clone(), args.seq_len, args.batch_size, programs);
+    let options = train_options(&args, scaler);
+    let mut trainer = match &args.resume {
+        Some(dir) => Trainer::from_checkpoint(runner, load_checkpoint(dir)?, batcher, options)?,
+        None => {
+            let model = match init {
+                Some(m) => m,
+                None => Model::random(cfg.clone(), args.seed)?,
+            };
+            Trainer::new(runner, &model, batcher, options)?
+        }
+    };
+    run_loop(&args, &mut trainer, device.as_ref())?;
+    finish(&args, &trainer, tokenizer.as_deref())
+}
+
+/// The model configuration, and the pretrained model when `--init` is given.
+fn model_config(args: &TrainArgs) -> Result<(ModelConfig, Option<Model>)> {
+    if let Some(path) = &args.init {
+        let model = Model::load(path, None).with_context(|| format!("loading --init {}", path.display()))?;
+        return Ok((model.config().clone(), Some(model)));
+    }
+    let mut cfg = match args.model.as_str() {
+        "default" => default_config(),
+        name if Path::new(name).is_file() => ModelConfig::from_file(Path::new(name))?,
+        name => ModelConfig::builtin(name)?,
+    };
+    if cfg.max_seq_len < args.seq_len {
+        cfg.max_seq_len = args.seq_len;
+    }
+    Ok((cfg, None))
+}
+
+/// The token stream and the tokenizer that made it (none for pretokenised shards).
+fn data_stream(args: &TrainArgs, cfg: &mut ModelConfig) -> Result<(TokenStream, Option<Box<dyn Tokenizer>>)> {
+    let text = match &args.data {
+        Some(path) if path.extension().is_some_and(|e| e == "txt") => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        Some(path) => return Ok((TokenStream::from_shards(&shard_paths(path)?)?, None)),
+        None => generate_corpus(DEFAULT_CORPUS_SEED, DEFAULT_CORPUS_BYTES),
+    };
+    let tokenizer: Box<dyn Tokenizer> = match &args.tokenizer {
+        Some(path) => {
+            let name = path.file_name().context("--tokenizer names no file")?;
+            let target = args.out.join(name);
+            // Copying a file onto itself would truncate it (a resumed run may point here).
+            if std::fs::canonicalize(path).ok() != std::fs::canonicalize(&target).ok() {
+                std::fs::copy(path, &target).with_context(|| format!("copying {}", path.display()))?;
+            }
+            load_tokenizer(path)?
+        }
+        None => {
+            let trained = train_bpe(&text, cfg.vocab_size)?;
+            trained.save(&args.out.join("tokenizer.model"))?;
+            Box::new(trained.into_tokenizer())
+        }
+    };
+    if tokenizer.vocab_size() > cfg.vocab_size {
+        bail!(
+            "the tokenizer has {} pieces, more than the model's vocabulary of {}",
+            tokenizer.vocab_size(),
+            cfg.vocab_size
+        );
+    }
+    let stream = TokenStream::from_text("data", &text, tokenizer.as_ref());
+    Ok((stream, Some(tokenizer)))
+}
+
+fn train_options(args: &TrainArgs, loss_scaler: LossScalerConfig) -> TrainOptions {
+    TrainOptions {
+        accum: args.accum,
+        adamw: AdamWConfig {
+            lr: args.lr,
+            weight_decay: args.weight_decay,
+            ..AdamWConfig::default()
+        },
+        schedule: Schedule::Cosine {
+            warmup: args.warmup,
+            total: args.steps as usize,
+            min_lr_ratio: args.min_lr_ratio,
+        },
+        clip: (args.clip > 0.0).then_some(args.clip),
+        loss_scaler,
+        seed: args.seed,
+    }
+}
+
+/// `recompile`: compiles so far in this process (the step programs made 2), and the compiles of one
+/// re-bake (2 per layer).
+struct CompileBudget {
+    used: usize,
+    per_update: usize,
+    budget: usize,
+}
+
+impl CompileBudget {
+    fn new(args: &TrainArgs, layers: usize) -> Result<CompileBudget> {
+        let b = CompileBudget {
+            used: 2,
+            per_update: 2 * layers,
+            budget: args.compile_budget,
+        };
+        if b.budget < b.used + 2 * b.per_update {
+            bail!(
+                "--compile-budget {} is too small for one step of {layers} layers",
+                b.budget
+            );
+        }
+        Ok(b)
+    }
+}
+
+/// Re-executes this program with `--resume OUT` (after a checkpoint), replacing the process.
+fn restart(args: &TrainArgs) -> Result<()> {
+    let mut argv: Vec<String> = Vec::new();
+    let mut skip = false;
+    for a in std::env::args().skip(1) {
+        if skip {
+            skip = false;
+        } else if a == "--resume" {
+            skip = true;
+        } else if !a.starts_with("--resume=") {
+            argv.push(a);
+        }
+    }
+    argv.push("--resume".into());
+    argv.push(args.out.display().to_string());
+    eprintln!(
+        "compile budget reached: checkpointed, restarting with --resume {}",
+        args.out.display()
+    );
+    exec_self(&argv)
+}
+
+#[cfg(unix)]
+fn exec_self(argv: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()?;
+    let err = std::process::Command::new(exe).args(argv).exec();
+    Err(err).context("re-executing orion")
+}
+
+#[cfg(not(unix))]
+fn exec_self(_argv: &[String]) -> Result<()> {
+    bail!("restarting the process is only implemented on Unix")
+}
+
+fn run_loop(args: &TrainArgs, trainer: &mut Trainer, device: &dyn Backend) -> Result<()> {
+    let cfg = trainer.runner.cfg.clone();
+    let mut budget = match args.strategy {
+        Strategy::Recompile => {
+            let mut b = CompileBudget::new(args, cfg.n_layers)?;
+            b.used += trainer
+                .runner
+                .programs
+                .recompile_layers(&cfg, &trainer.params, device)?;
+            Some(b)
+        }
+        Strategy::Dynamic | Strategy::Patch => None,
+    };
+    let mut metrics = match args.resume {
+        Some(_) => MetricsWriter::resume(&args.out, trainer.step)?,
+        None => MetricsWriter::create(&args.out)?,
+    };
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(args.steps)
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} {msg} [{elapsed}<{eta}]",
+    )?);
+    bar.set_position(trainer.step);
+    let tokens_per_step = (args.batch_size * args.seq_len * args.accum) as f64;
+    while trainer.step < args.steps {
+        if let Some(b) = &budget {
+            if b.used + b.per_update > b.budget {
+                save_checkpoint(&args.out, &trainer.checkpoint(serde_json::Value::Null)?)?;
+                bar.abandon();
+                restart(args)?;
+            }
+        }
+        let start = Instant::now();
+        let report = trainer.train_step()?;
+        if let Some(b) = &mut budget {
+            b.used += trainer
+                .runner
+                .programs
+                .recompile_layers(&cfg, &trainer.params, device)?;
+        }
+        let mut record = StepMetrics::new(
+            report.step,
+            report.loss,
+            report.lr,
+            tokens_per_step / start.elapsed().as_secs_f64(),
+        );
+        record
+            .extra
+            .insert("grad_norm".into(), serde_json::json!(report.grad_norm));
+        record.extra.insert("skipped".into(), serde_json::json!(report.skipped));
+        record
+            .extra
+            .insert("loss_scale".into(), serde_json::json!(report.loss_scale));
+        let scaler = trainer.scaler.state();
+        record
+            .extra
+            .insert("overflow_events".into(), serde_json::json!(scaler.overflow_events));
+        let last = report.step == args.steps;
+        if (args.eval_every > 0 && report.step % args.eval_every == 0) || last {
+            record.val_loss = trainer.validation_loss(8)?;
+        }
+        metrics.write(&record)?;
+        bar.set_message(format!("loss {:.3}", report.loss));
+        bar.set_position(report.step);
+        if args.checkpoint_every > 0 && report.step % args.checkpoint_every == 0 {
+            save_checkpoint(&args.out, &trainer.checkpoint(serde_json::Value::Null)?)?;
+        }
+    }
+    bar.finish();
+    Ok(())
+}
+
+/// Exports the model, plots the losses and prints a sample.
+fn finish(args: &TrainArgs, trainer: &Trainer, tokenizer: Option<&dyn Tokenizer>) -> Result<()> {
+    let model = trainer.model()?;
+    export_safetensors(&model, &args.out.join("model.safetensors"))?;
+    let config = serde_json::to_vec_pretty(model.config())?;
+    write_atomically(&args.out.join("config.json"), &config)?;
+    plot_losses(&args.out.join(METRICS_FILE), &args.out.join(LOSS_PLOT_FILE))?;
+    if let Some(val) = trainer.validation_loss(8)? {
+        eprintln!(
+            "final validation loss {val:.4} (uniform: {:.4})",
+            (model.config().vocab_size as f32).ln()
+        );
+    }
+    let (Some(tok), true) = (tokenizer, args.sample_tokens > 0) else {
+        return Ok(());
+    };
+    let cpu = CpuBackend::default();
+    let mut generator = Generator::new(&model, &cpu)?;
+    let prompt = tok.encode("Once upon a time");
+    let options = GenerateOptions {
+        max_new_tokens: args
+            .sample_tokens
+            .min(model.config().max_seq_len.saturating_sub(prompt.len())),
+        sampling: SamplingOptions {
+            temperature: args.temperature,
+            ..SamplingOptions::greedy()
+        },
+        seed: args.seed,
+        stop_tokens: vec![],
+    };
+    let generation = generator.generate(&prompt, &options, &mut |_| true)?;
+    let mut all = prompt;
+    all.extend(&generation.tokens);
+    println!("{}", tok.decode_lossy(&all));
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! Training: per-layer forward/backward programs, the CPU parts, and one step over a batch.
+//!
+//! - `programs`: the graphs of a step (layer forward/backward on the training device with weights
+//!   as inputs; embedding, final norm, classifier and cross-entropy on the CPU in f32) and their
+//!   compilation — see its header for where each gradient is computed and why;
+//! - `step`: one forward/backward over a batch (activation checkpointing per layer, loss scaling);
+//! - `strategy`: how layer programs get their weights (`dynamic` inputs, `recompile` baked constants);
+//! - `trainer`: the loop (accumulation, overflow skip, clipping, schedule, AdamW, validation, checkpoints).
+//!
+//! Invariant: with weights as inputs (`dynamic`), one compiled layer program pair serves every layer
+//! and every step; `recompile` replaces it by per-layer baked programs computing the same values.
+
+pub mod programs;
+pub mod step;
+pub mod strategy;
+pub mod trainer;
+
+pub use programs::StepPrograms;
+pub use step::{Batch, Params, StepOutput, StepRunner};
+pub use trainer::{StepReport, TrainOptions, Trainer};

@@ -1,0 +1,230 @@
+//! The training loop: gradient accumulation, loss scaling, clipping, schedule, AdamW, validation
+//! loss and checkpoints.
+//!
+//! One optimiser step = `accum` micro-batches from the [`Batcher`]; their gradients (already
+//! unscaled by the step) are averaged, checked for overflow by the [`LossScaler`] (a non-finite
+//! gradient skips the update and lowers the scale — nothing is clamped), clipped to a global norm,
+//! and applied by AdamW with the scheduled learning rate.
+//!
+//! Invariants: the whole mutable state (parameters, optimiser, loss scaler, batcher position, step
+//! and RNG) goes into a [`Checkpoint`], so `from_checkpoint` continues bit-identically; parameters
+//! are f32 under canonical names.
+
+use super::step::{Batch, Params, StepRunner};
+use crate::checkpoint::{Checkpoint, RngState};
+use crate::config::ModelConfig;
+use crate::data::dataset::{Batch as DataBatch, Batcher};
+use crate::error::{ModelError, Result};
+use crate::model::{weight_specs, Model};
+use crate::optim::{clip_global_norm, learning_rate, AdamW, AdamWConfig, LossScaler, LossScalerConfig, Schedule};
+use orion_core::Tensor;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+/// Hyper-parameters of the loop.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainOptions {
+    /// Micro-batches per optimiser step.
+    pub accum: usize,
+    pub adamw: AdamWConfig,
+    pub schedule: Schedule,
+    /// Global-norm clipping threshold (`None`: no clipping).
+    pub clip: Option<f32>,
+    pub loss_scaler: LossScalerConfig,
+    /// Seed of the run's RNG (kept in checkpoints).
+    pub seed: u64,
+}
+
+/// What one optimiser step did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport {
+    /// The step number after this step (updates attempted so far).
+    pub step: u64,
+    /// Mean training loss over the micro-batches.
+    pub loss: f32,
+    pub lr: f32,
+    /// Global gradient norm before clipping (NaN when the step overflowed).
+    pub grad_norm: f32,
+    /// The loss scale the step ran with.
+    pub loss_scale: f32,
+    /// The gradients were not finite: no update was made.
+    pub skipped: bool,
+}
+
+/// A training run in progress.
+#[derive(Debug)]
+pub struct Trainer {
+    pub runner: StepRunner,
+    pub params: Params,
+    pub optimizer: AdamW,
+    pub scaler: LossScaler,
+    pub batcher: Batcher,
+    pub options: TrainOptions,
+    pub step: u64,
+    pub rng: ChaCha8Rng,
+}
+
+impl Trainer {
+    /// Starts a run from `model`'s weights.
+    pub fn new(runner: StepRunner, model: &Model, batcher: Batcher, options: TrainOptions) -> Result<Trainer> {
+        if options.accum == 0 {
+            return Err(ModelError::Usage(
+                "gradient accumulation needs at least one micro-batch".into(),
+            ));
+        }
+        let shapes: BTreeMap<String, Vec<usize>> = weight_specs(model.config())
+            .into_iter()
+            .map(|s| (s.name, s.shape))
+            .collect();
+        let params = model.weights().into_iter().map(|(n, t)| (n, t.to_f32_vec())).collect();
+        Ok(Trainer {
+            runner,
+            params,
+            optimizer: AdamW::with_shapes(options.adamw, &shapes),
+            scaler: LossScaler::new(options.loss_scaler)?,
+            batcher,
+            rng: ChaCha8Rng::seed_from_u64(options.seed),
+            options,
+            step: 0,
+        })
+    }
+
+    /// Continues the run saved in `ckpt` (same configuration, batcher over the same data).
+    pub fn from_checkpoint(
+        runner: StepRunner,
+        ckpt: Checkpoint,
+        mut batcher: Batcher,
+        options: TrainOptions,
+    ) -> Result<Trainer> {
+        if ckpt.config != runner.cfg {
+            return Err(ModelError::Usage(
+                "the checkpoint's model configuration differs from this run's".into(),
+            ));
+        }
+        let state = serde_json::from_value(ckpt.data)
+            .map_err(|e| ModelError::Usage(format!("checkpoint data position: {e}")))?;
+        batcher.restore(state)?;
+        let params = ckpt.weights.into_iter().map(|(n, t)| (n, t.to_f32_vec())).collect();
+        Ok(Trainer {
+            runner,
+            params,
+            optimizer: AdamW::from_state(options.adamw, ckpt.optimizer)?,
+            scaler: LossScaler::from_state(ckpt.loss_scaler)?,
+            batcher,
+            rng: ckpt.rng.restore(),
+            options,
+            step: ckpt.step,
+        })
+    }
+
+    /// One optimiser step over `accum` micro-batches.
+    pub fn train_step(&mut self) -> Result<StepReport> {
+        let scale = self.scaler.scale();
+        let accum = self.options.accum;
+        let mut grads = Params::new();
+        let mut loss = 0.0f32;
+        for _ in 0..accum {
+            let batch = to_step_batch(&self.batcher.next_batch())?;
+            let out = self.runner.loss_and_grads(&self.params, &batch, scale)?;
+            loss += out.loss / accum as f32;
+            for (name, g) in out.grads {
+                let acc = grads.entry(name).or_insert_with(|| vec![0.0; g.len()]);
+                acc.iter_mut().zip(&g).for_each(|(a, v)| *a += v / accum as f32);
+            }
+        }
+        let lr = learning_rate(&self.options.schedule, self.options.adamw.lr, self.step as usize);
+        self.step += 1;
+        let finite = self.scaler.check(&grads);
+        self.scaler.update(!finite)?;
+        if !finite {
+            return Ok(StepReport {
+                step: self.step,
+                loss,
+                lr,
+                grad_norm: f32::NAN,
+                loss_scale: scale,
+                skipped: true,
+            });
+        }
+        let grad_norm = match self.options.clip {
+            Some(max) => clip_global_norm(&mut grads, max),
+            None => crate::optim::global_norm(&grads),
+        };
+        self.optimizer.step(&mut self.params, &grads, lr)?;
+        Ok(StepReport {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm,
+            loss_scale: scale,
+            skipped: false,
+        })
+    }
+
+    /// Mean loss over the validation batches that have the full batch size (`None` without any).
+    pub fn validation_loss(&self, max_batches: usize) -> Result<Option<f32>> {
+        let rows = self.runner.batch * self.runner.seq_len;
+        let mut losses = Vec::new();
+        for b in self.batcher.validation_batches().iter().take(max_batches) {
+            let batch = to_step_batch(b)?;
+            if batch.inputs.len() == rows {
+                losses.push(self.runner.loss_and_grads(&self.params, &batch, 1.0)?.loss);
+            }
+        }
+        Ok((!losses.is_empty()).then(|| losses.iter().sum::<f32>() / losses.len() as f32))
+    }
+
+    /// The current weights as a `Model`.
+    pub fn model(&self) -> Result<Model> {
+        Model::new(self.runner.cfg.clone(), self.weight_tensors()?)
+    }
+
+    /// The parameters as f32 tensors of their spec shapes (an error names a wrong-sized one).
+    fn weight_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
+        let cfg: &ModelConfig = &self.runner.cfg;
+        weight_specs(cfg)
+            .into_iter()
+            .filter_map(|s| {
+                self.params.get(&s.name).map(|v| {
+                    let data = orion_core::TensorData::Float(v.clone());
+                    match Tensor::new(orion_core::DType::F32, s.shape.clone(), data) {
+                        Ok(t) => Ok((s.name, t)),
+                        Err(_) => Err(ModelError::TensorShape {
+                            name: s.name,
+                            expected: s.shape,
+                            found: vec![v.len()],
+                        }),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The complete state of the run; `extra` is stored as given.
+    pub fn checkpoint(&self, extra: serde_json::Value) -> Result<Checkpoint> {
+        let data =
+            serde_json::to_value(self.batcher.state()).map_err(|e| ModelError::Usage(format!("data position: {e}")))?;
+        Ok(Checkpoint {
+            step: self.step,
+            config: self.runner.cfg.clone(),
+            weights: self.weight_tensors()?,
+            optimizer: self.optimizer.state(),
+            loss_scaler: self.scaler.state(),
+            rng: RngState::capture(&self.rng),
+            data,
+            extra,
+        })
+    }
+}
+
+/// A data batch (`[B, T]` i32 tensors) as the step's flat vectors.
+fn to_step_batch(b: &DataBatch) -> Result<Batch> {
+    match (b.inputs.as_i32(), b.targets.as_i32()) {
+        (Some(i), Some(t)) => Ok(Batch {
+            inputs: i.to_vec(),
+            targets: t.to_vec(),
+        }),
+        _ => Err(ModelError::Usage("data batches must hold i32 token ids".into())),
+    }
+}
