@@ -3,7 +3,7 @@
 //!
 //! `train [--model NAME|CONFIG] [--data FILE] [--tokenizer FILE] [--init FILE] [--device
 //! auto|cpu|ane-sim|ane] [--strategy dynamic|recompile|patch] [--steps N] [--batch-size B]
-//! [--seq-len T] [--accum K] [--lr LR] [--warmup W] [--min-lr-ratio R] [--weight-decay WD]
+//! [--seq-len T] [--grad-accum K] [--lr LR] [--schedule cosine|constant] [--warmup W] [--min-lr-ratio R] [--weight-decay WD]
 //! [--clip C] [--eval-every N] [--checkpoint-every N] [--out DIR] [--resume DIR] [--seed S]
 //! [--no-shuffle] [--sample-tokens N] [--temperature T] [--compile-budget N] [--quiet]`.
 //!
@@ -56,6 +56,12 @@ pub enum Strategy {
     Patch,
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleChoice {
+    Cosine,
+    Constant,
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// A built-in model name, a config file (`config.json`), or `default` (a small Llama).
@@ -83,10 +89,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
     /// Micro-batches accumulated per optimiser step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long = "grad-accum", alias = "accum", default_value_t = 1)]
     accum: usize,
     #[arg(long, default_value_t = 3e-3)]
     lr: f32,
+    /// Learning-rate schedule: linear warm-up then cosine decay to `--min-lr-ratio`, or constant.
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Cosine)]
+    schedule: ScheduleChoice,
     #[arg(long, default_value_t = 30)]
     warmup: usize,
     #[arg(long, default_value_t = 0.1)]
@@ -265,10 +274,13 @@ fn train_options(args: &TrainArgs, loss_scaler: LossScalerConfig) -> TrainOption
             weight_decay: args.weight_decay,
             ..AdamWConfig::default()
         },
-        schedule: Schedule::Cosine {
-            warmup: args.warmup,
-            total: args.steps as usize,
-            min_lr_ratio: args.min_lr_ratio,
+        schedule: match args.schedule {
+            ScheduleChoice::Cosine => Schedule::Cosine {
+                warmup: args.warmup,
+                total: args.steps as usize,
+                min_lr_ratio: args.min_lr_ratio,
+            },
+            ScheduleChoice::Constant => Schedule::Constant,
         },
         clip: (args.clip > 0.0).then_some(args.clip),
         loss_scaler,
