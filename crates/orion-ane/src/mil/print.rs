@@ -12,6 +12,7 @@
 
 use super::ast::{Argument, Dim, Function, Literal, MilDType, MilType, Operation, Program, Value};
 use super::Dialect;
+use orion_core::text::quote;
 use std::fmt::Write;
 
 /// The MIL text of `program` in `dialect`.
@@ -236,24 +237,6 @@ pub(crate) fn format_float(f: f64) -> String {
         // Debug is the shortest round-trip form and always has a '.' or an exponent ("1.0", "1e-5").
         format!("{f:?}")
     }
-}
-
-/// A double-quoted string with `"`, `\` and control characters escaped.
-pub(crate) fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -10,4 +10,4 @@ mod print;
 
 pub use parse::parse;
 pub(crate) use print::node_line;
-pub use print::{print, print_node};
+pub use print::{print, print_node, quote};

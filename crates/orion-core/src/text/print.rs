@@ -150,8 +150,9 @@ fn graph_name(name: &str) -> String {
     }
 }
 
-/// A double-quoted string with `"`, `\` and line-breaking characters escaped.
-pub(crate) fn quote(s: &str) -> String {
+/// A double-quoted string with `"`, `\` and line-breaking characters escaped (shared with the MIL
+/// printer, whose string literals use the same escapes).
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
