@@ -16,5 +16,5 @@ pub mod strategy;
 pub mod trainer;
 
 pub use programs::StepPrograms;
-pub use step::{Batch, Params, StepOutput, StepRunner};
+pub use step::{Batch, Params, StepOutput, StepRunner, StepTimings};
 pub use trainer::{StepReport, TrainOptions, Trainer};

@@ -16,6 +16,7 @@ use crate::error::{ModelError, Result};
 use crate::model::weight_specs;
 use orion_core::{DType, Tensor};
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// Parameters or gradients by canonical name.
 pub type Params = BTreeMap<String, Vec<f32>>;
@@ -34,6 +35,61 @@ pub struct StepOutput {
     pub loss: f32,
     /// Unscaled gradients of every parameter.
     pub grads: Params,
+    /// Where the time went.
+    pub timings: StepTimings,
+}
+
+/// Measured wall time of each phase of training steps, ms (summed over micro-batches). The runner
+/// fills the forward/backward phases; the trainer adds data, optimiser and weight-update time.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepTimings {
+    /// Token embedding forward and backward (CPU).
+    pub embed_ms: f64,
+    /// Layer forward programs.
+    pub forward_ms: f64,
+    /// Final norm, classifier and cross-entropy, forward and backward (CPU).
+    pub head_ms: f64,
+    /// Layer backward programs (activation gradients; weight gradients too where they are not split).
+    pub backward_ms: f64,
+    /// Weight-gradient GEMMs split out of the layer backward (CPU).
+    pub weight_grad_ms: f64,
+    /// Batch assembly.
+    pub data_ms: f64,
+    /// Gradient accumulation, overflow check, clipping and AdamW.
+    pub optimizer_ms: f64,
+    /// Making the new weights take effect on the device (the update strategy: nothing for `dynamic`).
+    pub update_ms: f64,
+}
+
+impl StepTimings {
+    /// Sum of every phase.
+    pub fn total_ms(&self) -> f64 {
+        self.embed_ms
+            + self.forward_ms
+            + self.head_ms
+            + self.backward_ms
+            + self.weight_grad_ms
+            + self.data_ms
+            + self.optimizer_ms
+            + self.update_ms
+    }
+
+    /// Phase-wise sum.
+    pub fn add(&mut self, other: &StepTimings) {
+        self.embed_ms += other.embed_ms;
+        self.forward_ms += other.forward_ms;
+        self.head_ms += other.head_ms;
+        self.backward_ms += other.backward_ms;
+        self.weight_grad_ms += other.weight_grad_ms;
+        self.data_ms += other.data_ms;
+        self.optimizer_ms += other.optimizer_ms;
+        self.update_ms += other.update_ms;
+    }
+}
+
+/// Milliseconds since `start`.
+pub(crate) fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
 }
 
 /// Runs forward/backward passes for a configuration with compiled [`StepPrograms`].
@@ -71,6 +127,8 @@ impl StepRunner {
         }
         self.check_tokens(batch)?;
         let mut grads = Params::new();
+        let mut timings = StepTimings::default();
+        let mut clock = Instant::now();
         let mut xs: Vec<Vec<Vec<f32>>> = Vec::with_capacity(self.cfg.n_layers + 1);
         let mut x: Vec<Vec<f32>> = Vec::with_capacity(b);
         for s in 0..b {
@@ -79,6 +137,8 @@ impl StepRunner {
             let out = fwd.exe.run(&self.bind(fwd, params, &[("tokens", tokens)], None)?)?;
             x.push(fwd.fetch(&out, "x")?.to_f32_vec());
         }
+        timings.embed_ms += ms_since(clock);
+        clock = Instant::now();
         for layer in 0..self.cfg.n_layers {
             let next = x
                 .iter()
@@ -86,16 +146,22 @@ impl StepRunner {
                 .collect::<Result<Vec<_>>>()?;
             xs.push(std::mem::replace(&mut x, next));
         }
+        timings.forward_ms += ms_since(clock);
+        clock = Instant::now();
         let (loss, mut dx) = self.head(params, &x, &batch.targets, &mut grads)?;
+        timings.head_ms += ms_since(clock);
+        clock = Instant::now();
         for row in dx.iter_mut() {
             row.iter_mut().for_each(|v| *v *= loss_scale);
         }
         let mut layer_grads = Params::new();
         for layer in (0..self.cfg.n_layers).rev() {
             for s in 0..b {
-                dx[s] = self.layer_backward(params, layer, &xs[layer][s], &dx[s], &mut layer_grads)?;
+                dx[s] = self.layer_backward(params, layer, &xs[layer][s], &dx[s], &mut layer_grads, &mut timings)?;
             }
         }
+        timings.backward_ms += ms_since(clock) - timings.weight_grad_ms;
+        clock = Instant::now();
         for (s, dxs) in dx.iter().enumerate() {
             let tokens = Tensor::i32([t], batch.inputs[s * t..(s + 1) * t].to_vec());
             let cot = Tensor::f32([t, d], dxs.clone());
@@ -104,6 +170,7 @@ impl StepRunner {
             let out = bwd.exe.run(&inputs)?;
             collect_grads(bwd, &out, |n| n.to_string(), &mut layer_grads)?;
         }
+        timings.embed_ms += ms_since(clock);
         let inv = 1.0 / loss_scale;
         for (name, g) in layer_grads {
             let acc = grads.entry(name).or_insert_with(|| vec![0.0; g.len()]);
@@ -114,7 +181,7 @@ impl StepRunner {
                 .entry(name.clone())
                 .or_insert_with(|| vec![0.0; shape.iter().product()]);
         }
-        Ok(StepOutput { loss, grads })
+        Ok(StepOutput { loss, grads, timings })
     }
 
     fn check_tokens(&self, batch: &Batch) -> Result<()> {
@@ -190,6 +257,7 @@ impl StepRunner {
         x: &[f32],
         dy: &[f32],
         grads: &mut Params,
+        timings: &mut StepTimings,
     ) -> Result<Vec<f32>> {
         let bwd = &self.programs.layer_pair(layer)?.backward;
         let dims = [self.seq_len, self.cfg.dim];
@@ -200,6 +268,7 @@ impl StepRunner {
         let out = bwd.exe.run(&self.bind(bwd, params, &data, Some(layer))?)?;
         collect_grads(bwd, &out, |n| layer_weight_name(&self.cfg, n, layer), grads)?;
         if let Some(dw) = &self.programs.layer_dw {
+            let start = Instant::now();
             let operands = dw
                 .program
                 .inputs
@@ -213,6 +282,7 @@ impl StepRunner {
                 |n| layer_weight_name(&self.cfg, n, layer),
                 grads,
             )?;
+            timings.weight_grad_ms += ms_since(start);
         }
         Ok(bwd.fetch(&out, "grad_x")?.to_f32_vec())
     }

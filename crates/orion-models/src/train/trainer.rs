@@ -10,7 +10,7 @@
 //! and RNG) goes into a [`Checkpoint`], so `from_checkpoint` continues bit-identically; parameters
 //! are f32 under canonical names.
 
-use super::step::{Batch, Params, StepRunner};
+use super::step::{ms_since, Batch, Params, StepRunner, StepTimings};
 use crate::checkpoint::{Checkpoint, RngState};
 use crate::config::ModelConfig;
 use crate::data::dataset::{Batch as DataBatch, Batcher};
@@ -21,6 +21,7 @@ use orion_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 /// Hyper-parameters of the loop.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +51,8 @@ pub struct StepReport {
     pub loss_scale: f32,
     /// The gradients were not finite: no update was made.
     pub skipped: bool,
+    /// Measured time of each phase (the caller adds `update_ms` when it applies a strategy).
+    pub timings: StepTimings,
 }
 
 /// A training run in progress.
@@ -124,15 +127,22 @@ impl Trainer {
         let accum = self.options.accum;
         let mut grads = Params::new();
         let mut loss = 0.0f32;
+        let mut timings = StepTimings::default();
         for _ in 0..accum {
+            let clock = Instant::now();
             let batch = to_step_batch(&self.batcher.next_batch())?;
+            timings.data_ms += ms_since(clock);
             let out = self.runner.loss_and_grads(&self.params, &batch, scale)?;
+            timings.add(&out.timings);
+            let clock = Instant::now();
             loss += out.loss / accum as f32;
             for (name, g) in out.grads {
                 let acc = grads.entry(name).or_insert_with(|| vec![0.0; g.len()]);
                 acc.iter_mut().zip(&g).for_each(|(a, v)| *a += v / accum as f32);
             }
+            timings.optimizer_ms += ms_since(clock);
         }
+        let clock = Instant::now();
         let lr = learning_rate(&self.options.schedule, self.options.adamw.lr, self.step as usize);
         self.step += 1;
         let finite = self.scaler.check(&grads);
@@ -145,6 +155,7 @@ impl Trainer {
                 grad_norm: f32::NAN,
                 loss_scale: scale,
                 skipped: true,
+                timings,
             });
         }
         let grad_norm = match self.options.clip {
@@ -152,6 +163,7 @@ impl Trainer {
             None => crate::optim::global_norm(&grads),
         };
         self.optimizer.step(&mut self.params, &grads, lr)?;
+        timings.optimizer_ms += ms_since(clock);
         Ok(StepReport {
             step: self.step,
             loss,
@@ -159,6 +171,7 @@ impl Trainer {
             grad_norm,
             loss_scale: scale,
             skipped: false,
+            timings,
         })
     }
 
