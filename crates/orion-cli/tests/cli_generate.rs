@@ -113,6 +113,45 @@ fn generate_streams_a_continuation_with_a_matching_tokenizer() {
     assert_eq!(first.stdout, again.stdout, "the same seed gives the same text");
 }
 
+/// Greedy text on the simulated ANE (per-layer fp16 programs) equals the CPU's, and the timing line
+/// names the device.
+#[test]
+fn ane_sim_generates_the_cpu_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = orion_models::ModelConfig::builtin("stories260K").unwrap();
+    let model = orion_models::Model::random(config, 11).unwrap();
+    let weights = dir.path().join("model.safetensors");
+    orion_models::weights::export::export_safetensors(&model, &weights).unwrap();
+    let tokenizer = fixtures().join("tokenizer/llama_bpe.model");
+    let run = |device: &str| {
+        orion(&[
+            "generate",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--prompt",
+            "The cat",
+            "--max-tokens",
+            "8",
+            "--device",
+            device,
+        ])
+    };
+    let (cpu, sim) = (run("cpu"), run("ane-sim"));
+    assert!(sim.status.success(), "{}", String::from_utf8_lossy(&sim.stderr));
+    assert!(cpu.status.success(), "{}", String::from_utf8_lossy(&cpu.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&sim.stdout),
+        String::from_utf8_lossy(&cpu.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&sim.stderr);
+    assert!(
+        stderr.contains("ane-sim") && stderr.contains("one program per layer"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn bad_requests_fail_clearly() {
     let gpt2 = fixtures().join("models/gpt2_tiny");
@@ -123,8 +162,8 @@ fn bad_requests_fail_clearly() {
             "do not belong together",
         ),
         (
-            &["generate", "--weights", gpt2, "--prompt", "hi", "--device", "ane-sim"],
-            "not implemented yet",
+            &["generate", "--weights", gpt2, "--prompt", "hi", "--device", "ane"],
+            "no ANE on this machine",
         ),
         (
             &["logits", "--weights", gpt2, "--tokens", "1,999", "--out", "/tmp/x.npy"],

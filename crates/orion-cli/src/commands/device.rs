@@ -2,11 +2,16 @@
 //! AppleNeuralEngine.framework is usable, and which devices (`cpu`, `ane-sim`, `ane`) can run programs.
 //! On a machine without an ANE it says so plainly and succeeds (exit 0).
 //!
-//! (`orion probe` is not written yet; see docs/DEVICE.md.)
+//! Also where every command turns `--device auto|cpu|ane-sim|ane` into a device ([`ane_device`]): `auto`
+//! takes the real ANE when this machine has a usable one, else the CPU; `ane` without one is an error,
+//! never a silent fallback.
 
-use anyhow::Result;
+use super::generate::DeviceChoice;
+use anyhow::{Context, Result};
 use clap::Args;
 use orion_ane::device::host::{FrameworkStatus, HostInfo};
+use orion_ane::device::{AneDevice, SimulatedAne};
+use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {}
@@ -67,4 +72,43 @@ pub fn run_doctor(_args: DoctorArgs) -> Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// The simulated chip of `--device ane-sim`.
+pub const SIM_CHIP: &str = "m4";
+
+/// The ANE device `choice` asks for (`None`: run on the CPU).
+pub fn ane_device(choice: DeviceChoice) -> Result<Option<Arc<dyn AneDevice>>> {
+    match choice {
+        DeviceChoice::Cpu => Ok(None),
+        DeviceChoice::AneSim => {
+            let sim = SimulatedAne::builtin(SIM_CHIP).context("no simulated chip profile")?;
+            Ok(Some(Arc::new(sim)))
+        }
+        DeviceChoice::Ane => open_real_ane().map(Some),
+        DeviceChoice::Auto => Ok(open_real_ane().ok()),
+    }
+}
+
+/// The real ANE of this machine, with the built-in profile of its chip.
+#[cfg(target_vendor = "apple")]
+fn open_real_ane() -> Result<Arc<dyn AneDevice>> {
+    let host = host();
+    let chip = host
+        .chip()
+        .context("this Mac's chip is not a known M-series chip; run `orion doctor`")?;
+    let profile = orion_ane::profile::ChipProfile::builtin(chip.as_str())
+        .with_context(|| format!("no built-in profile for chip {chip}"))?;
+    let device = orion_ane::device::macos::RealAne::open(profile).context("opening the ANE")?;
+    Ok(Arc::new(device))
+}
+
+#[cfg(not(target_vendor = "apple"))]
+fn open_real_ane() -> Result<Arc<dyn AneDevice>> {
+    let host = host();
+    anyhow::bail!(
+        "no ANE on this machine ({} {}): use --device ane-sim to simulate one, or --device cpu",
+        host.os,
+        host.arch
+    )
 }

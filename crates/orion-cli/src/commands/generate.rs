@@ -8,19 +8,27 @@
 //!
 //! Weights are Hugging Face safetensors (a file or a directory with `config.json`) or a llama2.c `.bin`.
 //! The tokenizer defaults to GPT-2's for GPT-2 models and to a `tokenizer.model`/`.json`/`.bin` next to
-//! the weights for Llama models. Devices: generation runs on the CPU backend; the ANE paths (simulated
-//! and real) are not wired into generation yet and say so instead of silently falling back.
+//! the weights for Llama models. Devices: `cpu` runs the whole-model programs on the CPU backend;
+//! `ane-sim` and `ane` run one fp16 program per layer on the (simulated) ANE with prompt buckets and
+//! the chip's minimum decode surface, the embedding and classifier on the CPU
+//! (`orion_models::generate::layered`); `auto` takes the real ANE when present, else the CPU.
 
+use super::device::ane_device;
 use super::npy::{self, NpyDType};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
+use orion_ane::backend::AneBackend;
+use orion_ane::device::AneDevice;
+use orion_ane::lower::LowerOptions;
 use orion_core::cpu::CpuBackend;
-use orion_models::generate::{forward_logits, GenerateOptions, Generator, SamplingOptions};
+use orion_models::generate::layered::{LayeredGenerator, LayeredOptions};
+use orion_models::generate::{forward_logits, GenerateOptions, Generation, Generator, SamplingOptions};
 use orion_models::tokenizer::{gpt2, load_tokenizer, Tokenizer};
 use orion_models::weights::export::write_atomically;
 use orion_models::{Family, Model};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -87,20 +95,29 @@ fn load_model(args: &ModelArgs) -> Result<Model> {
         .with_context(|| format!("cannot load a model from {}", args.weights.display()))
 }
 
-/// Generation runs on the CPU backend for now; other choices are refused loudly, never downgraded.
-fn check_device(choice: DeviceChoice) -> Result<()> {
-    match choice {
-        DeviceChoice::Auto | DeviceChoice::Cpu => Ok(()),
-        DeviceChoice::AneSim | DeviceChoice::Ane => bail!(
-            "generation on {} is not implemented yet: use --device cpu (auto picks the CPU until the ANE \
-             generation path lands)",
-            if choice == DeviceChoice::Ane {
-                "the ANE"
-            } else {
-                "the simulated ANE"
-            }
-        ),
-    }
+/// Runs generation on `device` (the CPU when `None`); returns the result and where it ran.
+fn generate_on(
+    device: Option<Arc<dyn AneDevice>>,
+    model: &Model,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<(Generation, String)> {
+    let cpu = CpuBackend::default();
+    let Some(device) = device else {
+        let mut generator = Generator::new(model, &cpu)?;
+        return Ok((generator.generate(prompt, options, on_token)?, "the CPU".to_string()));
+    };
+    let label = format!(
+        "{} (one program per layer; embedding and classifier on the CPU)",
+        device.name()
+    );
+    let alignment = device.profile().limits.last_axis_alignment_bytes;
+    let backend = AneBackend::new(device, LowerOptions::default());
+    let capacity = (prompt.len() + options.max_new_tokens).min(model.config().max_seq_len);
+    let layered = LayeredOptions::for_alignment(capacity, alignment);
+    let mut generator = LayeredGenerator::new(model, &cpu, &backend, layered)?;
+    Ok((generator.generate(prompt, options, on_token)?, label))
 }
 
 fn choose_tokenizer(model: &Model, args: &GenerateArgs) -> Result<Box<dyn Tokenizer>> {
@@ -123,7 +140,7 @@ fn choose_tokenizer(model: &Model, args: &GenerateArgs) -> Result<Box<dyn Tokeni
 }
 
 pub fn run_generate(args: GenerateArgs) -> Result<()> {
-    check_device(args.device)?;
+    let device = ane_device(args.device)?;
     let model = load_model(&args.model)?;
     let tokenizer = choose_tokenizer(&model, &args)?;
     if tokenizer.vocab_size() > model.config().vocab_size {
@@ -145,12 +162,10 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         stop_tokens: tokenizer.eos_id().into_iter().collect(),
     };
-    let backend = CpuBackend::default();
-    let mut generator = Generator::new(&model, &backend)?;
     let mut stream = Utf8Stream::default();
     print!("{}", args.prompt);
     let mut write_error = None;
-    let generation = generator.generate(&prompt, &options, &mut |token| {
+    let (generation, device) = generate_on(device, &model, &prompt, &options, &mut |token| {
         let bytes = tokenizer.token_bytes(token).unwrap_or_default();
         match stream.push(&bytes) {
             Ok(()) => true,
@@ -167,7 +182,7 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     println!();
     let t = generation.timing;
     eprintln!(
-        "{} prompt tokens, {} generated ({:?}); prefill {:.1} ms, decode {:.1} tok/s on the CPU",
+        "{} prompt tokens, {} generated ({:?}); prefill {:.1} ms, decode {:.1} tok/s on {device}",
         t.prompt_tokens,
         generation.tokens.len(),
         generation.stop,

@@ -15,7 +15,9 @@
 //! graph on the growing sequence ([`reforward_greedy`], the slow reference), up to float rounding.
 
 pub mod kv_cache;
+pub mod layered;
 pub mod sampling;
+pub mod stepper;
 
 pub use kv_cache::KvCache;
 pub use sampling::{argmax, Sampler, SamplingOptions};

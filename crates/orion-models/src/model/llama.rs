@@ -68,6 +68,9 @@ pub(crate) fn build(b: &mut Builder<'_>) -> Result<()> {
 /// cos/sin `[rows, head_dim]` for the rows this graph computes.
 fn rope_rows(b: &mut Builder<'_>) -> Result<(ValueId, ValueId)> {
     let hd = b.cfg.head_dim();
+    if let Some(rows) = b.rope {
+        return Ok(rows);
+    }
     let (table_rows, position) = match (b.kind, b.position) {
         (GraphKind::Decode { cache_len }, Some(position)) => (cache_len, Some(position)),
         _ => (b.rows(), None),

@@ -23,11 +23,12 @@
 //! shape (checked by [`Model::new`]); every graph built here passes `orion_core::verify`.
 
 pub mod gpt2;
+pub mod layer_step;
 pub mod llama;
 
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
-use orion_core::composite::{self, MASK_VALUE};
+use orion_core::composite::{self, merge_heads, MASK_VALUE};
 use orion_core::{DType, Graph, Tensor, TensorData, TensorType, ValueId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -70,9 +71,29 @@ pub enum WeightMode {
 /// Which graph a family builder produces (see the module header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum GraphKind {
-    Forward { seq_len: usize },
-    Prefill { seq_len: usize },
-    Decode { cache_len: usize },
+    Forward {
+        seq_len: usize,
+    },
+    Prefill {
+        seq_len: usize,
+    },
+    Decode {
+        cache_len: usize,
+    },
+    /// One layer on `x [T, D]` (per-layer training programs).
+    Layer {
+        seq_len: usize,
+    },
+    /// One layer on `x [T, D]` that also returns its keys and values `[T, kv_dim]` (per-layer prefill).
+    LayerPrefill {
+        seq_len: usize,
+    },
+    /// One layer's decode step on a surface bucket `x [bucket, D]` (row 0 is the token) against caches
+    /// `[cache_len, kv_dim]`; see [`layer_step`].
+    LayerDecode {
+        cache_len: usize,
+        bucket: usize,
+    },
 }
 
 /// The forward graph with weights as inputs: `tokens` i32 `[T]` → `logits` `[T, V]`.
@@ -102,15 +123,38 @@ pub fn layer_prefix(cfg: &ModelConfig, layer: usize) -> String {
 /// then layer `layer`'s weights as inputs (canonical names, spec order), output `y` `[T, D]`.
 /// The block is built by the same family code as the full model graphs.
 pub fn build_layer(cfg: &ModelConfig, layer: usize, seq_len: usize, dtype: DType) -> Result<Graph> {
+    build_layer_graph(cfg, layer, GraphKind::Layer { seq_len }, dtype)
+}
+
+/// A one-layer graph of `kind` (`Layer`, `LayerPrefill` or `LayerDecode`): input `x`, the kind's data
+/// inputs (see [`layer_step`]), then the layer's weights as inputs; output `y` (and `k`, `v`).
+pub(crate) fn build_layer_graph(cfg: &ModelConfig, layer: usize, kind: GraphKind, dtype: DType) -> Result<Graph> {
     cfg.validate()?;
+    let (seq_len, name) = match kind {
+        GraphKind::Layer { seq_len } => (seq_len, format!("{}_layer_{seq_len}", cfg.family.name())),
+        GraphKind::LayerPrefill { seq_len } => (seq_len, format!("{}_layer_prefill_{seq_len}", cfg.family.name())),
+        // The decode bucket's rows are surface padding, not positions: only the cache must exist.
+        GraphKind::LayerDecode { cache_len, bucket } => (
+            if cache_len == 0 || bucket == 0 { 0 } else { 1 },
+            format!("{}_layer_decode_{cache_len}_{bucket}", cfg.family.name()),
+        ),
+        GraphKind::Forward { .. } | GraphKind::Prefill { .. } | GraphKind::Decode { .. } => {
+            return Err(ModelError::Usage("a layer graph is built for a layer kind".into()))
+        }
+    };
     if layer >= cfg.n_layers || seq_len == 0 || seq_len > cfg.max_seq_len || !dtype.is_float() {
         return Err(ModelError::Usage(format!(
             "layer graph: layer {layer} of {}, length {seq_len} of {}, dtype {dtype}",
             cfg.n_layers, cfg.max_seq_len
         )));
     }
-    let mut g = Graph::new(format!("{}_layer_{seq_len}", cfg.family.name()));
-    let x = g.input("x", TensorType::new(dtype, [seq_len, cfg.dim]))?;
+    let mut g = Graph::new(name);
+    let rows = match kind {
+        GraphKind::LayerDecode { bucket, .. } => bucket,
+        _ => seq_len,
+    };
+    let x = g.input("x", TensorType::new(dtype, [rows, cfg.dim]))?;
+    let step_inputs = layer_step::declare_inputs(&mut g, cfg, kind, dtype)?;
     let prefix = layer_prefix(cfg, layer);
     let mut weights = HashMap::new();
     for spec in weight_specs(cfg).into_iter().filter(|s| s.name.starts_with(&prefix)) {
@@ -121,12 +165,13 @@ pub fn build_layer(cfg: &ModelConfig, layer: usize, seq_len: usize, dtype: DType
     let mut b = Builder {
         g,
         cfg,
-        kind: GraphKind::Forward { seq_len },
+        kind,
         dtype,
         tokens: x,
         position: None,
-        mask: None,
-        caches: vec![],
+        mask: step_inputs.mask,
+        caches: step_inputs.caches,
+        rope: step_inputs.rope,
         weights,
     };
     let y = match cfg.family {
@@ -149,6 +194,11 @@ fn build(cfg: &ModelConfig, kind: GraphKind, dtype: DType, model: Option<&Model>
         GraphKind::Forward { seq_len } => ("forward", seq_len),
         GraphKind::Prefill { seq_len } => ("prefill", seq_len),
         GraphKind::Decode { cache_len } => ("decode", cache_len),
+        GraphKind::Layer { .. } | GraphKind::LayerPrefill { .. } | GraphKind::LayerDecode { .. } => {
+            return Err(ModelError::Usage(
+                "a whole-model graph is built for a model kind".into(),
+            ))
+        }
     };
     if len == 0 || len > cfg.max_seq_len {
         return Err(ModelError::Usage(format!(
@@ -179,6 +229,8 @@ pub(crate) struct Builder<'a> {
     pub position: Option<ValueId>,
     mask: Option<ValueId>,
     caches: Vec<(ValueId, ValueId)>,
+    /// Layer decode only: the RoPE rows `cos`, `sin` `[bucket, head_dim]` given as inputs.
+    pub rope: Option<(ValueId, ValueId)>,
     weights: HashMap<String, ValueId>,
 }
 
@@ -206,6 +258,9 @@ impl<'a> Builder<'a> {
                 }
                 (token, Some(position), Some(mask), caches)
             }
+            GraphKind::Layer { .. } | GraphKind::LayerPrefill { .. } | GraphKind::LayerDecode { .. } => {
+                return Err(ModelError::Usage("layer graphs are built by build_layer_graph".into()))
+            }
         };
         Ok(Builder {
             g,
@@ -216,6 +271,7 @@ impl<'a> Builder<'a> {
             position,
             mask,
             caches,
+            rope: None,
             weights: HashMap::new(),
         })
     }
@@ -251,7 +307,11 @@ impl<'a> Builder<'a> {
     /// Number of token rows the graph computes (T, or 1 for a decode step).
     pub fn rows(&self) -> usize {
         match self.kind {
-            GraphKind::Forward { seq_len } | GraphKind::Prefill { seq_len } => seq_len,
+            GraphKind::Forward { seq_len }
+            | GraphKind::Prefill { seq_len }
+            | GraphKind::Layer { seq_len }
+            | GraphKind::LayerPrefill { seq_len } => seq_len,
+            GraphKind::LayerDecode { bucket, .. } => bucket,
             GraphKind::Decode { .. } => 1,
         }
     }
@@ -268,7 +328,25 @@ impl<'a> Builder<'a> {
     /// `k.{layer}`/`v.{layer}` as outputs for prefill and decode. Returns `[H, T, d]`.
     pub fn attend(&mut self, layer: usize, q: ValueId, k: ValueId, v: ValueId) -> Result<ValueId> {
         match self.kind {
-            GraphKind::Forward { .. } => Ok(composite::causal_attention(&mut self.g, q, k, v)?),
+            GraphKind::Forward { .. } | GraphKind::Layer { .. } => {
+                Ok(composite::causal_attention(&mut self.g, q, k, v)?)
+            }
+            GraphKind::LayerPrefill { .. } => {
+                let (k_rows, v_rows) = (merge_heads(&mut self.g, k)?, merge_heads(&mut self.g, v)?);
+                self.g.set_output("k", k_rows)?;
+                self.g.set_output("v", v_rows)?;
+                Ok(composite::causal_attention(&mut self.g, q, k, v)?)
+            }
+            GraphKind::LayerDecode { .. } => {
+                let mask = self
+                    .mask
+                    .ok_or_else(|| ModelError::Usage("layer decode graph has no mask".into()))?;
+                let cache = *self
+                    .caches
+                    .first()
+                    .ok_or_else(|| ModelError::Usage("layer decode graph has no cache".into()))?;
+                layer_step::attend_decode(&mut self.g, q, k, v, cache, mask)
+            }
             GraphKind::Prefill { .. } => {
                 self.g.set_output(format!("k.{layer}"), k)?;
                 self.g.set_output(format!("v.{layer}"), v)?;
@@ -293,7 +371,11 @@ impl<'a> Builder<'a> {
     pub fn finish(&mut self, x: ValueId, head: ValueId) -> Result<()> {
         let x = match self.kind {
             GraphKind::Prefill { seq_len } => self.g.slice_axis(x, 0, seq_len - 1, seq_len)?,
-            GraphKind::Forward { .. } | GraphKind::Decode { .. } => x,
+            GraphKind::Forward { .. }
+            | GraphKind::Decode { .. }
+            | GraphKind::Layer { .. }
+            | GraphKind::LayerPrefill { .. }
+            | GraphKind::LayerDecode { .. } => x,
         };
         let logits = composite::linear(&mut self.g, x, head)?;
         self.g.set_output("logits", logits)?;
