@@ -68,6 +68,7 @@ impl AneBackend {
         }
         Ok(AneExecutable {
             device: Arc::clone(&self.device),
+            options: self.options,
             id,
             emitted,
             plan,
@@ -172,6 +173,7 @@ fn mil_names(descs: &[IoDesc]) -> Vec<&str> {
 #[derive(Debug)]
 pub struct AneExecutable {
     device: Arc<dyn AneDevice>,
+    options: LowerOptions,
     id: ProgramId,
     emitted: EmittedProgram,
     plan: IoPlan,
@@ -248,6 +250,61 @@ impl Executable for AneExecutable {
             .map(|(outputs, _)| outputs)
             .map_err(|e| to_core("evaluate", e))
     }
+
+    fn reload_constants(&self, graph: &Graph) -> orion_core::Result<bool> {
+        self.reload_weight_files(graph).map_err(|e| to_core("reload", e))
+    }
+}
+
+impl AneExecutable {
+    /// The reload path (ane.md §6): lowers `graph` again, and when only the weight files differ,
+    /// overwrites this program's files with the new contents (paired by order of appearance in the
+    /// MIL text; file names carry content hashes, so they change with the values) and unloads/loads
+    /// the program. Whether the device then computes with the new weights is the chip's business
+    /// (C07); `Ok(false)` when the program's structure or inputs changed.
+    pub fn reload_weight_files(&self, graph: &Graph) -> Result<bool, AneError> {
+        if self
+            .plan
+            .inputs
+            .iter()
+            .any(|(_, source)| matches!(source, Source::Constant(_)))
+        {
+            return Ok(false);
+        }
+        let optimised = optimise(graph, &PipelineOptions::default())?.graph;
+        let fresh = lower(&optimised, self.device.profile(), &self.options)?;
+        let (old_paths, new_paths) = (weight_paths(&self.emitted), weight_paths(&fresh));
+        if old_paths.len() != new_paths.len()
+            || with_placeholders(&self.emitted.mil_text, &old_paths) != with_placeholders(&fresh.mil_text, &new_paths)
+        {
+            return Ok(false);
+        }
+        for (old, new) in old_paths.iter().zip(&new_paths) {
+            let bytes = fresh.weights.get(new).map(Vec::as_slice).unwrap_or_default();
+            self.device.overwrite_weight_file(self.id, old, bytes)?;
+        }
+        self.device.unload(self.id)?;
+        self.device.load(self.id)?;
+        Ok(true)
+    }
+}
+
+/// The program's weight-file paths in order of first appearance in its MIL text.
+fn weight_paths(program: &EmittedProgram) -> Vec<String> {
+    let mut paths: Vec<(usize, &String)> = program
+        .weights
+        .keys()
+        .map(|path| (program.mil_text.find(path.as_str()).unwrap_or(usize::MAX), path))
+        .collect();
+    paths.sort();
+    paths.into_iter().map(|(_, p)| p.clone()).collect()
+}
+
+/// `text` with each of `paths` replaced by its index, for comparing programs up to weight-file names.
+fn with_placeholders(text: &str, paths: &[String]) -> String {
+    paths.iter().enumerate().fold(text.to_string(), |t, (i, p)| {
+        t.replace(p.as_str(), &format!("@weight{i}"))
+    })
 }
 
 impl Drop for AneExecutable {

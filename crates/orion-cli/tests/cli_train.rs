@@ -97,14 +97,40 @@ fn killed_and_resumed_run_ends_with_identical_weights() {
 }
 
 #[test]
-fn unsupported_device_and_strategy_are_refused() {
+fn the_real_ane_is_refused_where_there_is_none() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out").display().to_string();
-    for extra in [["--device", "ane"], ["--strategy", "patch"]] {
-        let result = tiny_run(dir.path(), &out, 1, &extra).output().unwrap();
-        assert!(!result.status.success());
-        assert!(String::from_utf8_lossy(&result.stderr).contains("not supported yet"));
+    let result = tiny_run(dir.path(), &out, 1, &["--device", "ane"]).output().unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("no ANE on this machine"), "{stderr}");
+}
+
+/// `--strategy patch` on the simulated M4, whose reloaded weight files do not take effect (C07): the
+/// first check fails, the run says so, falls back to `recompile`, and its losses are the recompile
+/// run's, step for step.
+#[test]
+fn patch_strategy_falls_back_on_the_simulated_m4_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (name, strategy) in [("rec", "recompile"), ("patch", "patch")] {
+        let out = dir.path().join(name).display().to_string();
+        let args = ["--device", "ane-sim", "--strategy", strategy];
+        let result = ok(tiny_run(dir.path(), &out, 4, &args).output().unwrap());
+        let stderr = String::from_utf8_lossy(&result.stderr).to_string();
+        assert_eq!(
+            name == "patch",
+            stderr.contains("falling back to recompile at step 1"),
+            "{stderr}"
+        );
+        assert_eq!(name == "patch", stderr.contains("C07"), "{stderr}");
+        runs.push(losses(&dir.path().join(name).join("metrics.jsonl")));
     }
+    assert_eq!(runs[0], runs[1]);
+    let metrics = std::fs::read_to_string(dir.path().join("patch/metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    assert_eq!(last["strategy"], "recompile");
+    assert!(last["update_ms"].as_f64().unwrap() > 0.0);
 }
 
 fn losses(path: &Path) -> Vec<f64> {

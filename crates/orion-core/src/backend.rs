@@ -22,6 +22,16 @@ pub trait Backend: Debug {
 pub trait Executable: Debug + Send + Sync {
     /// Runs the program on `inputs` (graph input order) and returns the outputs (graph output order).
     fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>>;
+
+    /// Sends the constants of `graph` — the graph this program was compiled from with only constant
+    /// values changed — into the compiled program without recompiling, where the backend has such a
+    /// path (the ANE's weight-file reload, ane.md §6). `Ok(false)`: no such path (or the structure
+    /// changed); the caller recompiles. `Ok(true)` means the values were sent, not that they took
+    /// effect (ANE rule C07): callers verify the results.
+    fn reload_constants(&self, graph: &Graph) -> Result<bool> {
+        let _ = graph;
+        Ok(false)
+    }
 }
 
 /// The reference interpreter as a backend: slow, obvious, the definition of every op.

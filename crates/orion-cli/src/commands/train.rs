@@ -13,14 +13,17 @@
 //! `--checkpoint-every` steps; at the end `OUT/model.safetensors`, `config.json`,
 //! the tokenizer (`tokenizer.model` when trained here, else a copy of `--tokenizer`), `loss.png` and a
 //! sample on stdout (greedy, or `--temperature`).
-//! Devices: `cpu` (and `auto`, which is the CPU here) runs everything in f32; `ane-sim` compiles the
-//! layer programs for the simulated ANE (weights as program inputs, fp16, dynamic loss scaling) and
-//! keeps embedding, head and optimiser on the CPU. Strategy `recompile` bakes each layer's weights
-//! into its own programs and recompiles them after every update; before the per-process compile
-//! budget (`--compile-budget`) runs out it writes a checkpoint and `exec()`s itself with `--resume`.
-//! `ane` and the `patch` strategy are refused with a "not supported yet" error rather than
-//! silently falling back.
+//! Devices: `cpu` runs everything in f32; `ane-sim` and `ane` compile the layer programs for the
+//! (simulated) ANE (fp16, dynamic loss scaling) and keep embedding, head and optimiser on the CPU;
+//! `auto` takes the real ANE where one is usable, else the CPU. Strategies
+//! (`orion_models::train::strategy`): `dynamic` passes weights as program inputs; `recompile` bakes
+//! each layer's weights into its own programs and recompiles them after every update — before the
+//! per-process compile budget (`--compile-budget`) runs out it writes a checkpoint and `exec()`s
+//! itself with `--resume`; `patch` reloads the baked programs' weight files, checks one program
+//! against the CPU reference after every update and falls back to `recompile` (saying why) when the
+//! check fails. Each metrics line records the strategy in use and the update time.
 
+use super::device::ane_device;
 use super::generate::DeviceChoice;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -40,20 +43,30 @@ use orion_models::metrics::{plot_losses, MetricsWriter, StepMetrics, LOSS_PLOT_F
 use orion_models::optim::{AdamWConfig, LossScalerConfig, Schedule};
 use orion_models::tokenizer::train_bpe::train_bpe;
 use orion_models::tokenizer::{load_tokenizer, Tokenizer};
-use orion_models::train::{StepPrograms, StepRunner, TrainOptions, Trainer};
+use orion_models::train::{StepPrograms, StepRunner, Strategy, TrainOptions, Trainer, UpdateEvent, WeightUpdater};
 use orion_models::weights::export::{export_safetensors, write_atomically};
 use orion_models::Model;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Strategy {
+pub enum StrategyChoice {
     /// Weights as program inputs, compiled once.
     Dynamic,
     /// Weights baked, recompiled after each update.
     Recompile,
-    /// Delta-patched baked weights (experimental).
+    /// Baked weights reloaded in place, checked after each update (experimental).
     Patch,
+}
+
+impl StrategyChoice {
+    fn strategy(self) -> Strategy {
+        match self {
+            StrategyChoice::Dynamic => Strategy::Dynamic,
+            StrategyChoice::Recompile => Strategy::Recompile,
+            StrategyChoice::Patch => Strategy::Patch,
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,8 +92,8 @@ pub struct TrainArgs {
     init: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    #[arg(long, value_enum, default_value_t = Strategy::Dynamic)]
-    strategy: Strategy,
+    #[arg(long, value_enum, default_value_t = StrategyChoice::Dynamic)]
+    strategy: StrategyChoice,
     /// Optimiser steps.
     #[arg(long, default_value_t = 600)]
     steps: u64,
@@ -156,31 +169,31 @@ fn default_config() -> ModelConfig {
 }
 
 /// The backend of the layer programs, their dtype and the loss scaling that fits it.
-fn layer_device(device: DeviceChoice) -> Result<(Box<dyn Backend>, DType, LossScalerConfig)> {
-    match device {
-        DeviceChoice::Auto | DeviceChoice::Cpu => {
-            Ok((Box::new(CpuBackend::default()), DType::F32, LossScalerConfig::f32()))
-        }
-        DeviceChoice::AneSim => {
+/// Baked strategies lower their constants into weight files (what `recompile` recompiles and `patch`
+/// reloads); `dynamic` passes any constant tensor as an input too.
+fn layer_device(device: DeviceChoice, strategy: StrategyChoice) -> Result<(Box<dyn Backend>, DType, LossScalerConfig)> {
+    match ane_device(device)? {
+        None => Ok((Box::new(CpuBackend::default()), DType::F32, LossScalerConfig::f32())),
+        Some(ane) => {
+            let weights = match strategy {
+                StrategyChoice::Dynamic => WeightMode::Inputs,
+                StrategyChoice::Recompile | StrategyChoice::Patch => WeightMode::Baked,
+            };
             let options = LowerOptions {
-                weights: WeightMode::Inputs,
+                weights,
                 ..LowerOptions::default()
             };
-            let backend = AneBackend::simulated(SIM_CHIP, options).context("no simulated chip")?;
-            Ok((Box::new(backend), DType::F16, LossScalerConfig::fp16()))
+            Ok((
+                Box::new(AneBackend::new(ane, options)),
+                DType::F16,
+                LossScalerConfig::fp16(),
+            ))
         }
-        DeviceChoice::Ane => bail!("training on the real ANE is not supported yet; use --device ane-sim or cpu"),
     }
 }
 
-/// The simulated chip of `--device ane-sim`.
-const SIM_CHIP: &str = "m4";
-
 pub fn run_train(args: TrainArgs) -> Result<()> {
-    let (device, layer_dtype, scaler) = layer_device(args.device)?;
-    if args.strategy == Strategy::Patch {
-        bail!("the patch weight-update strategy is not supported yet; use --strategy dynamic or recompile");
-    }
+    let (device, layer_dtype, scaler) = layer_device(args.device, args.strategy)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (mut cfg, init) = model_config(&args)?;
     let (stream, tokenizer) = data_stream(&args, &mut cfg)?;
@@ -288,28 +301,32 @@ fn train_options(args: &TrainArgs, loss_scaler: LossScalerConfig) -> TrainOption
     }
 }
 
-/// `recompile`: compiles so far in this process (the step programs made 2), and the compiles of one
-/// re-bake (2 per layer).
+/// Compiles made in this process against `--compile-budget` (ane.md C06).
 struct CompileBudget {
     used: usize,
-    per_update: usize,
     budget: usize,
 }
 
 impl CompileBudget {
-    fn new(args: &TrainArgs, layers: usize) -> Result<CompileBudget> {
-        let b = CompileBudget {
-            used: 2,
-            per_update: 2 * layers,
-            budget: args.compile_budget,
-        };
-        if b.budget < b.used + 2 * b.per_update {
+    /// After start-up (`used` compiles), a budget must leave room for at least one update, or the
+    /// restarted process could never make progress.
+    fn new(args: &TrainArgs, used: usize, per_update: usize, layers: usize) -> Result<CompileBudget> {
+        if per_update > 0 && args.compile_budget < used + per_update {
             bail!(
-                "--compile-budget {} is too small for one step of {layers} layers",
-                b.budget
+                "--compile-budget {} is too small for one step of {layers} layers ({used} compiles to start, \
+                 {per_update} per update)",
+                args.compile_budget
             );
         }
-        Ok(b)
+        Ok(CompileBudget {
+            used,
+            budget: args.compile_budget,
+        })
+    }
+
+    /// True when an update needing `per_update` compiles would exceed the budget.
+    fn exhausted_by(&self, per_update: usize) -> bool {
+        per_update > 0 && self.used + per_update > self.budget
     }
 }
 
@@ -350,17 +367,12 @@ fn exec_self(_argv: &[String]) -> Result<()> {
 
 fn run_loop(args: &TrainArgs, trainer: &mut Trainer, device: &dyn Backend) -> Result<()> {
     let cfg = trainer.runner.cfg.clone();
-    let mut budget = match args.strategy {
-        Strategy::Recompile => {
-            let mut b = CompileBudget::new(args, cfg.n_layers)?;
-            b.used += trainer
-                .runner
-                .programs
-                .recompile_layers(&cfg, &trainer.params, device)?;
-            Some(b)
-        }
-        Strategy::Dynamic | Strategy::Patch => None,
-    };
+    let programs = &mut trainer.runner.programs;
+    let (mut updater, compiles) =
+        WeightUpdater::start(args.strategy.strategy(), programs, &cfg, &trainer.params, device)?;
+    // The step programs made 2 compiles (layer forward and backward).
+    let per_update = updater.compiles_per_update(&cfg);
+    let mut budget = CompileBudget::new(args, 2 + compiles, per_update, cfg.n_layers)?;
     let mut metrics = match args.resume {
         Some(_) => MetricsWriter::resume(&args.out, trainer.step)?,
         None => MetricsWriter::create(&args.out)?,
@@ -376,20 +388,31 @@ fn run_loop(args: &TrainArgs, trainer: &mut Trainer, device: &dyn Backend) -> Re
     bar.set_position(trainer.step);
     let tokens_per_step = (args.batch_size * args.seq_len * args.accum) as f64;
     while trainer.step < args.steps {
-        if let Some(b) = &budget {
-            if b.used + b.per_update > b.budget {
-                save_checkpoint(&args.out, &trainer.checkpoint(serde_json::Value::Null)?)?;
-                bar.abandon();
-                restart(args)?;
-            }
+        if budget.exhausted_by(updater.compiles_per_update(&cfg)) {
+            save_checkpoint(&args.out, &trainer.checkpoint(serde_json::Value::Null)?)?;
+            bar.abandon();
+            restart(args)?;
         }
         let start = Instant::now();
-        let report = trainer.train_step()?;
-        if let Some(b) = &mut budget {
-            b.used += trainer
-                .runner
-                .programs
-                .recompile_layers(&cfg, &trainer.params, device)?;
+        let mut report = trainer.train_step()?;
+        let clock = Instant::now();
+        let event = match report.skipped {
+            true => UpdateEvent::None,
+            false => updater.after_update(&mut trainer.runner.programs, &cfg, &trainer.params, device)?,
+        };
+        report.timings.update_ms = clock.elapsed().as_secs_f64() * 1e3;
+        match &event {
+            UpdateEvent::Recompiled(n) => budget.used += n,
+            UpdateEvent::FellBack { reason, compiles } => {
+                budget.used += compiles;
+                bar.suspend(|| {
+                    eprintln!(
+                        "patch strategy: falling back to recompile at step {}: {reason}",
+                        report.step
+                    )
+                });
+            }
+            UpdateEvent::None | UpdateEvent::Patched(_) => {}
         }
         let mut record = StepMetrics::new(
             report.step,
@@ -401,6 +424,12 @@ fn run_loop(args: &TrainArgs, trainer: &mut Trainer, device: &dyn Backend) -> Re
             .extra
             .insert("grad_norm".into(), serde_json::json!(report.grad_norm));
         record.extra.insert("skipped".into(), serde_json::json!(report.skipped));
+        record
+            .extra
+            .insert("strategy".into(), serde_json::json!(updater.active().name()));
+        record
+            .extra
+            .insert("update_ms".into(), serde_json::json!(report.timings.update_ms));
         record
             .extra
             .insert("loss_scale".into(), serde_json::json!(report.loss_scale));

@@ -4,12 +4,15 @@
 //!   as inputs; embedding, final norm, classifier and cross-entropy on the CPU in f32) and their
 //!   compilation — see its header for where each gradient is computed and why;
 //! - `step`: one forward/backward over a batch (activation checkpointing per layer, loss scaling);
-//! - `strategy`: how layer programs get their weights (`dynamic` inputs, `recompile` baked constants);
+//! - `strategy`: how layer programs get their weights (`dynamic` inputs, `recompile` baked constants,
+//!   `patch` reloaded weight files) and the `WeightUpdater` applying one after each step;
+//! - `patch`: the `patch` strategy's reload and its check against the reference interpreter;
 //! - `trainer`: the loop (accumulation, overflow skip, clipping, schedule, AdamW, validation, checkpoints).
 //!
 //! Invariant: with weights as inputs (`dynamic`), one compiled layer program pair serves every layer
 //! and every step; `recompile` replaces it by per-layer baked programs computing the same values.
 
+pub mod patch;
 pub mod programs;
 pub mod step;
 pub mod strategy;
@@ -17,4 +20,5 @@ pub mod trainer;
 
 pub use programs::StepPrograms;
 pub use step::{Batch, Params, StepOutput, StepRunner, StepTimings};
+pub use strategy::{Strategy, UpdateEvent, WeightUpdater};
 pub use trainer::{StepReport, TrainOptions, Trainer};
