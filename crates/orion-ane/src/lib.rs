@@ -8,7 +8,8 @@
 //! - `device`: the device interface (compile / load / evaluate / unload) and the simulated ANE;
 //! - `surfaces`: surface sizing, binding order, layout transposes and the fp16/fp32 surface codec;
 //! - `backend`: `AneBackend`, the `orion_core::backend::Backend` that runs graphs on a device;
-//! - `cache`: the program cache (memory LRU + disk) and `CachedBackend`.
+//! - `cache`: the program cache (memory LRU + disk) and `CachedBackend`;
+//! - `probe`: measures the chip behind a device and writes a probed chip profile (`orion probe`).
 //!
 //! `unsafe` is denied everywhere except `device::macos` (Apple platforms only), where every block
 //! carries its safety argument.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod lint;
 pub mod lower;
 pub mod mil;
+pub mod probe;
 pub mod profile;
 pub mod surfaces;
 

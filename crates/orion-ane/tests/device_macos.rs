@@ -5,7 +5,9 @@
 //! - every unary/binary op and a linear layer through `AneBackend` over `RealAne`, fp16 tolerance;
 //! - the GPT-2 and Llama blocks (forward, weights as inputs) through the same path;
 //! - the cache over the real device: a second compile of the same graph is a memory hit;
-//! - training: a placeholder that skips until the trainer exists.
+//! - training: a placeholder that skips until the trainer exists;
+//! - the probe (quick: no budget count, no spill sweep) on this Mac's ANE, written to
+//!   `$TMPDIR/orion-probe-<chip>.json` for the user to send back.
 
 use orion_ane::backend::AneBackend;
 use orion_ane::device::AneDevice;
@@ -137,4 +139,28 @@ fn cache_hits_do_not_compile_again_on_the_device() {
 fn twenty_training_steps_placeholder() {
     // The trainer (orion-models) does not exist yet: this test skips instead of pretending.
     eprintln!("SKIPPED: 20 training steps on the ANE need the trainer, which is not written yet");
+}
+
+#[test]
+#[cfg_attr(
+    not(target_vendor = "apple"),
+    ignore = "needs macOS with an ANE; run: cargo test -p orion-ane --test device_macos -- --ignored"
+)]
+fn the_probe_measures_this_chip() {
+    use orion_ane::probe::{run_probe, write_profile, ExperimentStatus, ProbeOptions};
+    let device = device();
+    let options = ProbeOptions {
+        quick: true,
+        repeats: 5,
+        ..ProbeOptions::default()
+    };
+    let report = run_probe(device.as_ref(), &options).unwrap_or_else(|e| panic!("probe: {e}"));
+    println!("{}", report.table());
+    report.profile.validate().unwrap();
+    let dialect = report.experiment("dialect").expect("a dialect experiment");
+    assert_eq!(dialect.status, ExperimentStatus::Measured, "{}", dialect.observed);
+    assert!(report.profile.cost.dispatch_floor_ms > 0.0 && report.profile.cost.bandwidth_gb_s > 0.0);
+    let path = std::env::temp_dir().join(format!("orion-probe-{}.json", report.profile.id));
+    write_profile(&report.profile, &path).unwrap();
+    println!("probed profile written to {}", path.display());
 }

@@ -27,6 +27,8 @@ enum Command {
     Ane(commands::ane::AneCommand),
     /// Report the platform, chip, OS version and which devices (cpu, ane-sim, ane) are usable.
     Doctor(commands::device::DoctorArgs),
+    /// Measure the chip behind a device (each catalogue rule an experiment) and write its profile JSON.
+    Probe(commands::probe::ProbeArgs),
     /// Generate text with a GPT-2 or Llama model (safetensors or llama2.c weights).
     Generate(commands::generate::GenerateArgs),
     /// Write every position's logits for a token sequence to a .npy file.
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Ir(cmd) => commands::ir::run(cmd),
         Command::Ane(cmd) => commands::ane::run(cmd),
         Command::Doctor(args) => commands::device::run_doctor(args),
+        Command::Probe(args) => commands::probe::run(args),
         Command::Generate(args) => commands::generate::run_generate(args),
         Command::Logits(args) => commands::generate::run_logits(args),
         Command::Train(args) => commands::train::run_train(args),

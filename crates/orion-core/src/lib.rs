@@ -7,6 +7,7 @@
 //! - `autodiff`: reverse-mode differentiation as a graph transform;
 //! - `interp`: the reference interpreter, the executable definition of every op;
 //! - `backend`: the `Backend`/`Executable` interface and the reference backend;
+//! - `flops`: FLOPs and boundary bytes of a graph (the one definition the cost model and benchmarks share);
 //! - `cpu`: the fast CPU backend (execution plans, gemm/GEMV, fused elementwise kernels);
 //! - `testing`: random graphs and reference blocks for tests here and downstream.
 
@@ -16,6 +17,7 @@ pub mod builder;
 pub mod composite;
 pub mod cpu;
 pub mod error;
+pub mod flops;
 pub mod graph;
 pub mod infer;
 pub mod interp;

@@ -195,4 +195,22 @@ pub trait AneDevice: Debug + Send + Sync {
     /// ane.md §6). Whether a later unload/load makes the new weights take effect is the chip's business
     /// (C07: on the chips measured it does not).
     fn overwrite_weight_file(&self, id: ProgramId, path: &str, bytes: &[u8]) -> Result<(), DeviceError>;
+    /// How long compiling `id` took by the device's own clock, ms: the simulator reports its cost-model
+    /// estimate (C42), the real device the measured wall time of the compile. `None` when the device
+    /// keeps no such time or `id` names no program of it.
+    fn compile_ms(&self, id: ProgramId) -> Option<f64> {
+        let _ = id;
+        None
+    }
+    /// [`AneDevice::evaluate`] on an idle engine rather than back to back with other evaluations: the
+    /// time it reports pays the latency of an isolated evaluation (C40, `cost.isolated_eval_ms`) instead
+    /// of the back-to-back dispatch floor. The default is a plain `evaluate`.
+    fn evaluate_isolated(
+        &self,
+        id: ProgramId,
+        inputs: &[Surface],
+        outputs: &mut [Surface],
+    ) -> Result<EvalReport, DeviceError> {
+        self.evaluate(id, inputs, outputs)
+    }
 }

@@ -22,7 +22,8 @@
 //! - cost: flops and bytes counted from the graph (see [`program_cost`]) through
 //!   [`ChipProfile::estimate_eval`], with two penalties the cost model lacks: C22 (an I/O last axis not
 //!   a multiple of the alignment: ×0.63, H3's 2.45 vs 3.87 TF/die) and C41 (matmul with a baked weight
-//!   operand costs 3× a 1×1 conv). Compile time grows superlinearly with program size (C42).
+//!   operand costs 3× a 1×1 conv). Compile time grows superlinearly with program size (C42). An isolated
+//!   evaluation (`evaluate_isolated`) pays `cost.isolated_eval_ms` instead of the dispatch floor (C40).
 //!
 //! Not simulated: denormal flushing (C34), value-dependent compile failures (C29, C30), OS-specific
 //! breakage (C43), the M1 runtime-operand failures of C25 (contradicted; ignored as the catalogue says).
@@ -407,6 +408,25 @@ impl AneDevice for SimulatedAne {
         p.files_changed = true;
         Ok(())
     }
+
+    fn compile_ms(&self, id: ProgramId) -> Option<f64> {
+        self.compile_estimate_ms(id)
+    }
+
+    /// The back-to-back estimate with the dispatch floor replaced by `cost.isolated_eval_ms` (C40).
+    fn evaluate_isolated(
+        &self,
+        id: ProgramId,
+        inputs: &[Surface],
+        outputs: &mut [Surface],
+    ) -> Result<EvalReport, DeviceError> {
+        let mut report = self.evaluate(id, inputs, outputs)?;
+        let e = &mut report.estimate;
+        e.floor_ms = self.profile.cost.isolated_eval_ms;
+        e.total_ms = e.floor_ms + e.compute_ms.max(e.bandwidth_ms);
+        report.estimated_ms = e.total_ms;
+        Ok(report)
+    }
 }
 
 fn unknown(id: ProgramId) -> DeviceError {
@@ -647,39 +667,15 @@ fn program_cost(graph: &Graph, profile: &ChipProfile, io_bytes: f64, io: &[(Vec<
     }
 }
 
-/// `(flops, flops with the C41 penalty)` of a graph.
+/// `(flops, flops with the C41 penalty)` of a graph; FLOPs as `orion_core::flops` defines them.
 fn count_flops(graph: &Graph) -> (f64, f64) {
     let is_const = |v: &orion_core::ValueId| matches!(graph.producer(*v).op, Op::Const { .. });
-    let numel = |v: &orion_core::ValueId| graph.ty(*v).shape.numel() as f64;
     let (mut plain, mut penalised) = (0.0, 0.0);
     for node in graph.nodes() {
-        let out = node.outputs.first().map(numel).unwrap_or(0.0);
-        let f = match &node.op {
-            Op::MatMul { transpose_a, .. } => {
-                let a = graph.ty(node.inputs[0]).shape.dims();
-                let k = if *transpose_a { a[a.len() - 2] } else { a[a.len() - 1] };
-                let f = 2.0 * out * k as f64;
-                if node.inputs.iter().any(is_const) {
-                    penalised += f * (MATMUL_WEIGHT_PENALTY - 1.0);
-                }
-                f
-            }
-            Op::Conv1x1 => 2.0 * out * graph.ty(node.inputs[1]).shape.dims()[1] as f64,
-            Op::Unary(_) | Op::Binary(_) | Op::Compare(_) | Op::Select | Op::Cast { .. } | Op::Softmax { .. } => out,
-            Op::Reduce { .. } => numel(&node.inputs[0]),
-            Op::Input { .. }
-            | Op::Const { .. }
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Concat { .. }
-            | Op::Split { .. }
-            | Op::Pad { .. }
-            | Op::Gather
-            | Op::ScatterAddRows { .. }
-            | Op::Broadcast { .. }
-            | Op::Identity => 0.0,
-        };
+        let f = orion_core::flops::node_flops(graph, node);
+        if matches!(node.op, Op::MatMul { .. }) && node.inputs.iter().any(is_const) {
+            penalised += f * (MATMUL_WEIGHT_PENALTY - 1.0);
+        }
         plain += f;
     }
     (plain, plain + penalised)

@@ -10,7 +10,9 @@
 //!   as `DIR/<name>.npy` in its MIL element type; prints a summary with the cost estimate.
 //!
 //! BLOBFILE paths `@model_path/REL` resolve to `DIR/REL`, DIR being `--weights` or the MIL file's
-//! folder; a path that would leave DIR is refused. Every bad input is an error naming what is wrong.
+//! folder; a path that would leave DIR is refused. `--profile FILE` (each command; excludes `--chip`)
+//! takes the chip profile from a JSON file — one `orion probe` wrote, or a hand-written one — validated
+//! before use. Every bad input is an error naming what is wrong.
 
 use super::npy::{self, NpyDType};
 use anyhow::{anyhow, bail, Context, Result};
@@ -53,6 +55,9 @@ pub struct CompileArgs {
     /// Chip profile: m1, m2, m3, m4 or m5.
     #[arg(long, default_value = "m4")]
     chip: String,
+    /// A chip profile JSON (written by `orion probe`, or by hand) instead of a built-in chip.
+    #[arg(long, value_name = "FILE", conflicts_with = "chip")]
+    profile: Option<PathBuf>,
     /// How constants reach the device.
     #[arg(long, value_enum, default_value = "baked")]
     weights: WeightChoice,
@@ -68,6 +73,9 @@ pub struct LintArgs {
     /// Chip profile: m1, m2, m3, m4 or m5.
     #[arg(long, default_value = "m4")]
     chip: String,
+    /// A chip profile JSON (written by `orion probe`, or by hand) instead of a built-in chip.
+    #[arg(long, value_name = "FILE", conflicts_with = "chip")]
+    profile: Option<PathBuf>,
     /// Directory BLOBFILE `@model_path/…` paths resolve under (default: the MIL file's folder).
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -80,6 +88,9 @@ pub struct SimArgs {
     /// Chip profile: m1, m2, m3, m4 or m5.
     #[arg(long, default_value = "m4")]
     chip: String,
+    /// A chip profile JSON (written by `orion probe`, or by hand) instead of a built-in chip.
+    #[arg(long, value_name = "FILE", conflicts_with = "chip")]
+    profile: Option<PathBuf>,
     /// Directory BLOBFILE `@model_path/…` paths resolve under (default: the MIL file's folder).
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -102,14 +113,23 @@ pub fn run(cmd: AneCommand) -> Result<()> {
     }
 }
 
-fn chip_profile(chip: &str) -> Result<ChipProfile> {
-    ChipProfile::builtin(chip).ok_or_else(|| anyhow!("unknown chip {chip:?} (expected one of m1, m2, m3, m4, m5)"))
+/// The profile `--profile FILE` names (read and validated), else the built-in profile of `--chip`.
+fn chip_profile(chip: &str, profile: &Option<PathBuf>) -> Result<ChipProfile> {
+    match profile {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read profile {}", path.display()))?;
+            ChipProfile::from_json(&text).map_err(|e| anyhow!("profile {}: {e}", path.display()))
+        }
+        None => ChipProfile::builtin(chip)
+            .ok_or_else(|| anyhow!("unknown chip {chip:?} (expected one of m1, m2, m3, m4, m5)")),
+    }
 }
 
 // ---- compile -----------------------------------------------------------------------------------------
 
 fn run_compile(args: CompileArgs) -> Result<()> {
-    let profile = chip_profile(&args.chip)?;
+    let profile = chip_profile(&args.chip, &args.profile)?;
     let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let graph = orion_core::text::parse(&text).map_err(|e| anyhow!("{}: {e}", args.file.display()))?;
     let optimised = optimise(&graph, &PipelineOptions::default())
@@ -271,7 +291,7 @@ fn weights_dir(file: &Path, weights: &Option<PathBuf>) -> PathBuf {
 // ---- lint --------------------------------------------------------------------------------------------
 
 fn run_lint(args: LintArgs) -> Result<()> {
-    let profile = chip_profile(&args.chip)?;
+    let profile = chip_profile(&args.chip, &args.profile)?;
     let (_, program) = read_mil(&args.file)?;
     let dir = weights_dir(&args.file, &args.weights);
     let (dict, missing) = load_weights(&program, &dir)?;
@@ -418,7 +438,7 @@ fn input_values(args: &SimArgs, slots: &[Slot]) -> Result<Vec<(Vec<f32>, String)
 }
 
 fn run_sim(args: SimArgs) -> Result<()> {
-    let profile = chip_profile(&args.chip)?;
+    let profile = chip_profile(&args.chip, &args.profile)?;
     let (text, program) = read_mil(&args.file)?;
     let (inputs, outputs) = signature(&program)?;
     let dir = weights_dir(&args.file, &args.weights);

@@ -5,4 +5,5 @@ pub mod device;
 pub mod generate;
 pub mod ir;
 pub mod npy;
+pub mod probe;
 pub mod train;
