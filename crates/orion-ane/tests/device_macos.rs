@@ -5,7 +5,8 @@
 //! - every unary/binary op and a linear layer through `AneBackend` over `RealAne`, fp16 tolerance;
 //! - the GPT-2 and Llama blocks (forward, weights as inputs) through the same path;
 //! - the cache over the real device: a second compile of the same graph is a memory hit;
-//! - training: a placeholder that skips until the trainer exists;
+//! - every op the lowering accepts: `ORION_DEVICE_TESTS=1 cargo test -p orion-ane --test lower_ops`;
+//! - model programs and 20 training steps: `orion-models/tests/device_models.rs`;
 //! - the probe (quick: no budget count, no spill sweep) on this Mac's ANE, written to
 //!   `$TMPDIR/orion-probe-<chip>.json` for the user to send back.
 
@@ -129,16 +130,6 @@ fn cache_hits_do_not_compile_again_on_the_device() {
     cache.compile(&graph).unwrap();
     cache.compile(&graph).unwrap();
     assert_eq!(device.compile_count(), 1);
-}
-
-#[test]
-#[cfg_attr(
-    not(target_vendor = "apple"),
-    ignore = "needs macOS with an ANE; run: cargo test -p orion-ane --test device_macos -- --ignored"
-)]
-fn twenty_training_steps_placeholder() {
-    // The trainer (orion-models) does not exist yet: this test skips instead of pretending.
-    eprintln!("SKIPPED: 20 training steps on the ANE need the trainer, which is not written yet");
 }
 
 #[test]

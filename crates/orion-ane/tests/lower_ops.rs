@@ -4,6 +4,10 @@
 //! reference interpreter on the original graph (fp16 rounding, `Tolerance::F16`: both sides round every
 //! op to half; they differ only where the lowering adds exact rewrites such as padding or `x + 0`).
 //! Ops the ANE cannot run must fail with an error that says so.
+//!
+//! On a Mac, `ORION_DEVICE_TESTS=1 cargo test -p orion-ane --test lower_ops` also runs every one of these
+//! graphs on the real ANE through `AneBackend` (weights baked and as inputs) against the same fp16
+//! reference: the "every op on the device" check. Not run on hardware by the project.
 
 mod lower_support;
 
@@ -53,7 +57,46 @@ fn check_inputs(graph: &Graph, inputs: &[Tensor]) {
             assert_eq!(program.dialect, expected);
         }
     }
+    on_the_real_device(graph, inputs);
 }
+
+/// With `ORION_DEVICE_TESTS` set on Apple platforms: `graph` on the real ANE agrees with the fp16
+/// reference interpreter, weights baked and as inputs.
+#[cfg(target_vendor = "apple")]
+fn on_the_real_device(graph: &Graph, inputs: &[Tensor]) {
+    use orion_ane::backend::AneBackend;
+    use orion_ane::device::macos::{host_info, RealAne};
+    use orion_core::backend::Backend;
+    use orion_core::interp::tolerance::compare;
+    use orion_core::interp::{interpret, Precision};
+    use std::sync::Arc;
+    if std::env::var_os("ORION_DEVICE_TESTS").is_none() {
+        return;
+    }
+    let chip = host_info().chip().expect("a known M-series chip");
+    let profile = ChipProfile::builtin(chip.as_str()).expect("built-in profile");
+    let device = Arc::new(RealAne::open(profile).unwrap_or_else(|e| panic!("cannot open the ANE: {e}")));
+    let expected = interpret(graph, inputs, Precision::F16Rounding).expect("reference interpreter");
+    for weights in [WeightMode::Baked, WeightMode::Inputs] {
+        let options = LowerOptions {
+            weights,
+            ..LowerOptions::default()
+        };
+        let backend = AneBackend::new(device.clone(), options);
+        let actual = backend
+            .compile(graph)
+            .and_then(|exe| exe.run(inputs))
+            .unwrap_or_else(|e| panic!("{} on the ANE ({weights:?}): {e}", graph.name()));
+        for ((a, e), out) in actual.iter().zip(&expected).zip(graph.outputs()) {
+            if let Err(msg) = compare(a, e, Tolerance::F16) {
+                panic!("{} output {:?} on the ANE ({weights:?}): {msg}", graph.name(), out.name);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_vendor = "apple"))]
+fn on_the_real_device(_graph: &Graph, _inputs: &[Tensor]) {}
 
 /// Positive inputs for ops defined on (0, ∞).
 fn positive_inputs(graph: &Graph) -> Vec<Tensor> {
