@@ -1,17 +1,22 @@
-//! CPU backend kernel benchmarks: single-row matrix products (one-token decode, `x [1, K] · Wᵀ`
-//! with `W [N, K]`) through `gemm` versus the hand-written GEMV (f32 and f16 weights), on one
-//! thread and on rayon's pool, plus one compiled linear layer end to end.
+//! CPU backend kernel benchmarks (`cargo bench -p orion-core --bench cpu_kernels`):
+//! - `m1`: single-row products (one-token decode, `x [1, K] · Wᵀ` with `W [N, K]`) through `gemm`
+//!   versus the hand-written GEMV, f32 and f16 weights, one thread and rayon's pool;
+//! - `linear_m1`: one compiled linear layer end to end (plan overhead included);
+//! - `prefill_gemm`: a 128-row `x · Wᵀ` as given and transposed (`(W · xᵀ)ᵀ`, what the plan picks
+//!   below 256 rows);
+//! - `cross_entropy`: the fused softmax cross-entropy over vocabulary-wide rows;
+//! - `transcendental`: a fused `exp`/`tanh` program against the C library's functions.
 //!
 //! Report results as ratios between kernels measured in the same run, never as absolute numbers.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use orion_core::backend::Executable;
-use orion_core::cpu::kernels::{gemm_f32, gemv, MatRef, MatrixRows};
+use orion_core::cpu::kernels::{gemm_f32, gemm_f32_strided, gemv, softmax_cross_entropy, MatRef, MatrixRows};
 use orion_core::cpu::{CpuBackend, CpuOptions, WeightFormat};
-use orion_core::{DType, Graph, Tensor, TensorType};
+use orion_core::{DType, Graph, Tensor, TensorType, UnaryOp};
 use std::hint::black_box;
+use std::time::Duration;
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u32) -> Vec<f32> {
@@ -46,33 +51,13 @@ fn single_row_products(c: &mut Criterion) {
             });
             group.bench_function(BenchmarkId::new("gemv_f32", &label), |b| {
                 b.iter(|| {
-                    gemv(MatrixRows::F32(&w), &x, &mut y, threads);
-                    black_box(&y);
-                })
-            });
-            group.bench_function(BenchmarkId::new("gemm_f16", &label), |b| {
-                // The backend's gemm route for half weights: convert row chunks, gemm each chunk.
-                let rows_per_chunk = (1 << 16) / k;
-                let mut scratch = vec![0.0f32; rows_per_chunk * k];
-                b.iter(|| {
-                    for j0 in (0..n).step_by(rows_per_chunk) {
-                        let j1 = (j0 + rows_per_chunk).min(n);
-                        let chunk = &mut scratch[..(j1 - j0) * k];
-                        w_half[j0 * k..j1 * k].convert_to_f32_slice(chunk);
-                        let a = MatRef { data: &x, rs: k, cs: 1 };
-                        let wt = MatRef {
-                            data: chunk,
-                            rs: 1,
-                            cs: k,
-                        };
-                        gemm_f32(&mut y[j0..], n, a, wt, (1, j1 - j0, k), false, threads).expect("valid shapes");
-                    }
+                    gemv(MatrixRows::F32(&w), k, &x, &mut y, threads).expect("valid shapes");
                     black_box(&y);
                 })
             });
             group.bench_function(BenchmarkId::new("gemv_f16", &label), |b| {
                 b.iter(|| {
-                    gemv(MatrixRows::F16(&w_half), &x, &mut y, threads);
+                    gemv(MatrixRows::F16(&w_half), k, &x, &mut y, threads).expect("valid shapes");
                     black_box(&y);
                 })
             });
@@ -106,5 +91,95 @@ fn compiled_linear(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_row_products, compiled_linear);
+/// `x [128, K] · Wᵀ` for GPT-2's prefill shapes, as given and as `(W · xᵀ)ᵀ`.
+fn prefill_gemm(c: &mut Criterion) {
+    let threads = rayon::current_num_threads();
+    let mut group = c.benchmark_group("prefill_gemm");
+    group.sample_size(20);
+    let m = 128;
+    for (k, n) in [(768, 768), (768, 3072), (3072, 768)] {
+        let x = values(m * k, 5);
+        let w = values(n * k, 6);
+        let mut out = vec![0.0f32; m * n];
+        let label = format!("k{k}_n{n}");
+        group.bench_function(BenchmarkId::new("as_given", &label), |b| {
+            b.iter(|| {
+                let (a, wt) = (MatRef { data: &x, rs: k, cs: 1 }, MatRef { data: &w, rs: 1, cs: k });
+                gemm_f32(&mut out, n, a, wt, (m, n, k), false, threads).expect("valid shapes");
+                black_box(&out);
+            })
+        });
+        group.bench_function(BenchmarkId::new("transposed", &label), |b| {
+            b.iter(|| {
+                let (wm, xt) = (MatRef { data: &w, rs: k, cs: 1 }, MatRef { data: &x, rs: 1, cs: k });
+                gemm_f32_strided(&mut out, (1, n), wm, xt, (n, m, k), false, threads).expect("valid shapes");
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The fused softmax cross-entropy over 256 rows of a 32000-word vocabulary.
+fn cross_entropy(c: &mut Criterion) {
+    let threads = rayon::current_num_threads();
+    let (rows, classes) = (256, 32000);
+    let logits: Vec<f32> = values(rows * classes, 7).iter().map(|v| v * 8.0).collect();
+    let labels: Vec<i32> = (0..rows as i32).map(|r| r * 97 % classes as i32).collect();
+    let mut work = logits.clone();
+    let mut group = c.benchmark_group("cross_entropy");
+    group.sample_size(20);
+    group.bench_function("rows256_v32000", |b| {
+        b.iter(|| {
+            work.copy_from_slice(&logits);
+            black_box(softmax_cross_entropy(&mut work, classes, &labels, 1.0, threads).expect("valid labels"));
+        })
+    });
+    group.finish();
+}
+
+/// `exp` and `tanh` of 1M elements: the compiled program (vectorised functions) against the C
+/// library called per element.
+fn transcendental(c: &mut Criterion) {
+    let n = 1 << 20;
+    let x = values(n, 8);
+    let mut group = c.benchmark_group("transcendental");
+    group.sample_size(20).measurement_time(Duration::from_secs(3));
+    for op in [UnaryOp::Exp, UnaryOp::Tanh] {
+        let mut g = Graph::new("unary");
+        let input = g.input("x", TensorType::new(DType::F32, [n])).expect("input");
+        let y = g.unary(op, input).expect("unary");
+        g.set_output("y", y).expect("output");
+        let exe = CpuBackend::new(CpuOptions {
+            threads: Some(1),
+            weights: WeightFormat::F32,
+        })
+        .compile_cpu(&g)
+        .expect("compiles");
+        let inputs = [Tensor::f32([n], x.clone())];
+        group.bench_function(BenchmarkId::new("program", format!("{op:?}")), |b| {
+            b.iter(|| black_box(exe.run(&inputs).expect("runs")))
+        });
+        let f: fn(f32) -> f32 = if op == UnaryOp::Exp { f32::exp } else { f32::tanh };
+        let mut out = vec![0.0f32; n];
+        group.bench_function(BenchmarkId::new("libm", format!("{op:?}")), |b| {
+            b.iter(|| {
+                for (o, &v) in out.iter_mut().zip(&x) {
+                    *o = f(v);
+                }
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    single_row_products,
+    compiled_linear,
+    prefill_gemm,
+    cross_entropy,
+    transcendental
+);
 criterion_main!(benches);

@@ -228,16 +228,96 @@ fn linear_graph(m: usize, k: usize, n: usize, round_weights: bool) -> (Graph, Ve
 }
 
 #[test]
-fn single_row_matmul_takes_the_split_path_in_both_weight_formats() {
-    for (k, n, threads) in [(40, 24, None), (768, 768, Some(2)), (768, 3072, Some(2))] {
+fn single_row_linear_takes_the_gemv_path_in_both_weight_formats() {
+    for (k, n, threads) in [
+        (40, 24, None),
+        (13, 5, Some(2)),
+        (768, 768, Some(2)),
+        (768, 3072, Some(2)),
+    ] {
         let (g, inputs) = linear_graph(1, k, n, false);
         let summary = check_against(&g, &g, &inputs, options(threads, WeightFormat::F32));
-        assert_eq!(summary.kernels, vec!["gemm_split"], "k={k} n={n}");
+        assert_eq!(summary.kernels, vec!["gemv"], "k={k} n={n}");
         assert_eq!(summary.half_weights, 0);
         // f16 weights: compared with the interpreter run on the same weights rounded to half.
         let (rounded, _) = linear_graph(1, k, n, true);
         let summary = check_against(&g, &rounded, &inputs, options(threads, WeightFormat::F16));
-        assert_eq!(summary.kernels, vec!["gemm_split"]);
+        assert_eq!(summary.kernels, vec!["gemv"]);
+        assert_eq!(summary.half_weights, 1);
+    }
+}
+
+#[test]
+fn single_row_products_with_strided_vectors_and_non_contiguous_matrices_match() {
+    // [1, k] · [k, n] with the right operand stored [k, n] (columns not contiguous): split gemm;
+    // the vector read with a stride (a stored [k, 1] read transposed); batched key-cache products.
+    let (g, inputs) = graph_of("row_times_matrix", DType::F32, &[&[1, 300], &[300, 400]], |g, x| {
+        g.matmul(x[0], x[1], false, false)
+    });
+    assert_eq!(check(&g, &inputs).kernels, vec!["gemm_split"]);
+    // Attention probabilities times a value cache: small, rows combined in one loop.
+    let (g, inputs) = graph_of("probs_values", DType::F32, &[&[12, 1, 33], &[12, 33, 64]], |g, x| {
+        g.matmul(x[0], x[1], false, false)
+    });
+    assert_eq!(check(&g, &inputs).kernels, vec!["row_combination"]);
+    let (g, inputs) = graph_of("strided_rows", DType::F32, &[&[9, 1], &[9, 5]], |g, x| {
+        g.matmul(x[0], x[1], true, false)
+    });
+    assert_eq!(check(&g, &inputs).kernels, vec!["row_combination"]);
+    let (g, inputs) = graph_of("strided_vector", DType::F32, &[&[70, 1], &[90, 70]], |g, x| {
+        g.matmul(x[0], x[1], true, true)
+    });
+    assert_eq!(check(&g, &inputs).kernels, vec!["gemv"]);
+    let (g, inputs) = graph_of("cache_scores", DType::F32, &[&[12, 1, 64], &[12, 33, 64]], |g, x| {
+        g.matmul(x[0], x[1], false, true)
+    });
+    assert_eq!(check(&g, &inputs).kernels, vec!["gemv"]);
+    let (g, inputs) = graph_of("matrix_vector", DType::F32, &[&[301, 77], &[77, 1]], |g, x| {
+        g.matmul(x[0], x[1], false, false)
+    });
+    assert_eq!(check(&g, &inputs).kernels, vec!["gemv"]);
+}
+
+#[test]
+fn few_row_products_with_transposed_weights_match_in_both_orientations() {
+    // Below the swap threshold `x · Wᵀ` runs as `(W · xᵀ)ᵀ`; above it as given.
+    for (m, k, n) in [(2, 3, 5), (128, 300, 200), (300, 64, 96)] {
+        let (g, inputs) = linear_graph(m, k, n, false);
+        let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
+        assert_eq!(summary.kernels, vec!["gemm"], "m={m}");
+    }
+}
+
+#[test]
+fn a_weight_also_used_as_a_table_keeps_f32_for_the_gather_and_half_for_the_product() {
+    // A tied embedding: gather rows of `w [n, k]`, then multiply by `wᵀ`.
+    let (n, k) = (50, 24);
+    let build = |round: bool, count: usize| {
+        let mut g = Graph::new("tied");
+        let tokens = g.input("tokens", TensorType::new(DType::I32, [count])).unwrap();
+        let w = values(n * k, 21);
+        let w = g.constant(Tensor::f32([n, k], w.clone())).unwrap();
+        let x = g.gather(w, tokens).unwrap();
+        let head = if round {
+            let rounded: Vec<f32> = values(n * k, 21).iter().map(|&v| round_to_f16(v)).collect();
+            g.constant(Tensor::f32([n, k], rounded)).unwrap()
+        } else {
+            w
+        };
+        let y = g.matmul(x, head, false, true).unwrap();
+        g.set_output("y", y).unwrap();
+        g
+    };
+    // Three rows (gemm on the converted half copy) and one row (gemv on the half copy).
+    for tokens in [vec![4, 0, 49], vec![17]] {
+        let count = tokens.len();
+        let inputs = [Tensor::i32([count], tokens)];
+        let summary = check_against(
+            &build(false, count),
+            &build(true, count),
+            &inputs,
+            options(None, WeightFormat::F16),
+        );
         assert_eq!(summary.half_weights, 1);
     }
 }
@@ -249,7 +329,7 @@ fn multi_row_matmul_with_half_weights_matches_rounded_weights() {
         let (g, inputs) = linear_graph(m, k, n, false);
         let (rounded, _) = linear_graph(m, k, n, true);
         let summary = check_against(&g, &rounded, &inputs, options(Some(2), WeightFormat::F16));
-        assert_eq!(summary.kernels, vec![if m == 1 { "gemm_split" } else { "gemm" }]);
+        assert_eq!(summary.kernels, vec![if m == 1 { "gemv" } else { "gemm" }]);
         assert_eq!(summary.half_weights, 1);
         // The weight as a non-transposed right operand (stored [k, n]) and as the left operand.
         for left in [false, true] {
@@ -280,12 +360,8 @@ fn multi_row_matmul_with_half_weights_matches_rounded_weights() {
 
 #[test]
 fn conv1x1_matches_with_gemm_and_split_in_both_weight_formats() {
-    // S = 1 is a single-column product (rows split across tasks when large enough).
-    for (cin, cout, s, kernel) in [
-        (6, 5, 7, "gemm"),
-        (64, 48, 1, "gemm_split"),
-        (512, 300, 1, "gemm_split"),
-    ] {
+    // S = 1 is a matrix-vector product (rows split across tasks when large enough).
+    for (cin, cout, s, kernel) in [(6, 5, 7, "gemm"), (64, 48, 1, "gemv"), (512, 300, 1, "gemv")] {
         let build = |round: bool| {
             let mut g = Graph::new("conv");
             let x = g.input("x", TensorType::new(DType::F32, [1, cin, 1, s])).unwrap();

@@ -8,12 +8,14 @@
 //! Registers are in SSA order: leaves first, then one per instruction, so an instruction only reads
 //! registers below the one it writes.
 //!
-//! Invariants: every formula is the interpreter's (same f32 functions, same NaN rules), so a fused
-//! program gives bit-identical results to the unfused ops; an instruction whose op has dtype F16
+//! Invariants: every formula is the interpreter's (same NaN rules; the same f32 functions except
+//! `exp`, `tanh` and `sigmoid`, which use the vectorised [`super::vmath`] versions, within a few ulp),
+//! so a fused program gives bit-identical results to the unfused ops; an instruction whose op has dtype F16
 //! rounds its register to half, as the interpreter rounds an F16 result. Large outputs are split
 //! into chunks of whole blocks across rayon tasks; each output element is computed by one task.
 
 use super::strided::Broadcaster;
+use super::vmath::{self, Func};
 use crate::interp::erf;
 use crate::op::{BinaryOp, CompareOp, UnaryOp};
 use crate::types::DType;
@@ -142,17 +144,18 @@ fn zip(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
     }
 }
 
-/// The interpreter's unary formulas, one monomorphic loop each.
+/// The interpreter's unary formulas, one monomorphic loop each; `exp`, `tanh` and `sigmoid` through
+/// the vectorised functions of [`super::vmath`] (within a few ulp of the interpreter's).
 fn unary(op: UnaryOp, src: &[f32], dst: &mut [f32]) {
     match op {
         UnaryOp::Neg => map(src, dst, |x| -x),
-        UnaryOp::Exp => map(src, dst, f32::exp),
+        UnaryOp::Exp => vmath::map(Func::Exp, src, dst),
         UnaryOp::Log => map(src, dst, f32::ln),
         UnaryOp::Sqrt => map(src, dst, f32::sqrt),
         UnaryOp::Rsqrt => map(src, dst, |x| 1.0 / x.sqrt()),
         UnaryOp::Reciprocal => map(src, dst, |x| 1.0 / x),
-        UnaryOp::Tanh => map(src, dst, f32::tanh),
-        UnaryOp::Sigmoid => map(src, dst, |x| 1.0 / (1.0 + (-x).exp())),
+        UnaryOp::Tanh => vmath::map(Func::Tanh, src, dst),
+        UnaryOp::Sigmoid => vmath::map(Func::Sigmoid, src, dst),
         UnaryOp::Relu => map(src, dst, |x| if x < 0.0 { 0.0 } else { x }),
         UnaryOp::Erf => map(src, dst, erf),
     }

@@ -61,6 +61,8 @@ impl Kernel {
             Kernel::Fused(_) => "fused",
             Kernel::MatMul(p) => match p.method {
                 Method::Gemm => "gemm",
+                Method::GemvRight | Method::GemvLeft => "gemv",
+                Method::RowCombination => "row_combination",
                 Method::SplitColumns | Method::SplitRows => "gemm_split",
                 Method::Ordered => "matmul_ordered",
             },
@@ -202,7 +204,13 @@ fn conv1x1_plan(g: &Graph, node: &Node) -> MatMulPlan {
         a: Layout::of(cin, false),
         b: Layout::of(s, false),
         batches: vec![(0, 0)],
-        method: MatMulPlan::choose_method(cout, s, half_result),
+        method: MatMulPlan::choose_method(
+            cout,
+            s,
+            cin,
+            (Layout::of(cin, false), Layout::of(s, false)),
+            half_result,
+        ),
     }
 }
 
@@ -229,6 +237,6 @@ fn matmul_plan(g: &Graph, node: &Node, ta: bool, tb: bool) -> MatMulPlan {
             .zip(&b_batches)
             .map(|(&i, &j)| (i * m * k, j * k * n))
             .collect(),
-        method: MatMulPlan::choose_method(m, n, g.ty(node.outputs[0]).dtype == DType::F16),
+        method: MatMulPlan::choose_method(m, n, k, (a, b), g.ty(node.outputs[0]).dtype == DType::F16),
     }
 }

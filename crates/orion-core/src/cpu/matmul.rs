@@ -1,19 +1,25 @@
 //! Matrix products of the CPU backend: MatMul and Conv1x1 through the `gemm` crate, with batch
-//! loops over broadcast batch axes, half-precision weights converted to f32 in chunks right before
-//! each `gemm` call, and single-row (or single-column) products split across rayon tasks (`gemm`
-//! runs those through its own single-threaded SIMD vector kernel, which measured faster here than
-//! the hand-written GEMV in `gemv`; see the `cpu_kernels` bench).
+//! loops over broadcast batch axes; single-row products whose matrix has contiguous lines over k
+//! (`x · Wᵀ` in decode, `q · Kᵀ` against a cache, `W · x`) go to the hand-written GEMV (`gemv`),
+//! other single-row (or single-column) products are split across rayon tasks, one `gemm` call
+//! each. Half-precision operands are converted to f32 whole (into a per-thread scratch buffer,
+//! in parallel) right before `gemm`; right operands above `HALF_WHOLE` elements in chunks of
+//! stored lines. Products with fewer than `SWAP_MAX_ROWS` rows whose right operand has contiguous
+//! columns are computed as `(W · xᵀ)ᵀ`: measured on GPT-2's 128-row prefill shapes with weights
+//! read from memory (as in prefill), 1.6–1.9× faster in `gemm`; with weights hot in cache (the
+//! `prefill_gemm` bench) both orientations run alike.
 //!
-//! This is the one module of the crate allowed `unsafe` (the `gemm` entry point takes raw pointers
-//! and strides); [`gemm_f32`] is its only unsafe block and checks, before the call, that every
-//! element the call can touch lies inside the slices it was given.
+//! Unsafe: the `gemm` entry point takes raw pointers and strides; [`gemm_strided`] holds the only
+//! unsafe block and checks, before the call, that every element the call can touch lies inside
+//! the slices it was given and that no two destination elements share a place.
 //!
 //! Invariants: a [`MatMulPlan`] describes a batch of logical `[m, k] · [k, n]` products; operand
 //! matrices are addressed through (row stride, column stride) so transposes cost nothing; the
-//! output is dense `[batches, m, n]`. Sums are f32 in `gemm`'s blocked order (within
-//! `Tolerance::F32` of the interpreter's sequential sums).
+//! output is dense `[batches, m, n]`. Sums are f32 in `gemm`'s blocked order or the GEMV's lane
+//! order (within `Tolerance::F32` of the interpreter's sequential sums).
 #![allow(unsafe_code)]
 
+use super::gemv::{gemv, MatrixRows};
 use super::storage::{kind_error, View};
 use crate::error::Result;
 use crate::interp::exec_error;
@@ -25,8 +31,14 @@ use std::borrow::Cow;
 
 /// Multiply-adds from which `gemm` is given more than one thread.
 const GEMM_PAR_MIN_WORK: usize = 1 << 18;
-/// f32 elements of scratch a half-precision operand is converted into per `gemm` call.
-const HALF_SCRATCH: usize = 1 << 16;
+/// Elements of a half-precision operand converted to f32 at once before `gemm` (larger right
+/// operands are converted and multiplied in chunks of stored lines).
+const HALF_WHOLE: usize = 1 << 24;
+/// Half-precision elements from which a conversion is split across tasks.
+const CONVERT_PAR_MIN: usize = 1 << 18;
+/// Products with fewer rows than this and a right operand with contiguous columns are computed
+/// transposed (see [`gemm_oriented`]).
+const SWAP_MAX_ROWS: usize = 256;
 /// Multiply-adds from which a single-row (or single-column) product is split across tasks.
 const SPLIT_MIN_WORK: usize = 1 << 16;
 /// Fewest output columns (or rows) one task of a split product computes.
@@ -51,6 +63,68 @@ pub fn gemm_f32(
     dst_rs: usize,
     a: MatRef<'_>,
     b: MatRef<'_>,
+    dims: (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
+    gemm_strided(dst, (dst_rs, 1), a, b, dims, accumulate, threads)
+}
+
+/// As [`gemm_f32`], choosing the orientation: a product with few rows whose right operand has
+/// contiguous columns (`x · Wᵀ` for a stored `W [n, k]`) is computed as `(W · xᵀ)ᵀ`, written through
+/// transposed destination strides (see the module header for the measurement).
+pub(crate) fn gemm_oriented(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
+    if m > 1 && m < SWAP_MAX_ROWS && n > 1 && b.rs == 1 && b.cs != 1 {
+        let bt = MatRef {
+            data: b.data,
+            rs: b.cs,
+            cs: b.rs,
+        };
+        let at = MatRef {
+            data: a.data,
+            rs: a.cs,
+            cs: a.rs,
+        };
+        return gemm_strided(dst, (1, dst_rs), bt, at, (n, m, k), accumulate, threads);
+    }
+    gemm_strided(dst, (dst_rs, 1), a, b, (m, n, k), accumulate, threads)
+}
+
+/// True when `m × n` elements at `i·rs + j·cs` all lie in a slice of `len` and are pairwise
+/// distinct (one stride spans every step of the other); `m, n ≥ 1`.
+fn destination_fits(len: usize, (rs, cs): (usize, usize), (m, n): (usize, usize)) -> bool {
+    let distinct = (m == 1 || rs > 0) && (n == 1 || cs > 0) && (m == 1 || n == 1 || rs >= n * cs || cs >= m * rs);
+    (m - 1) * rs + (n - 1) * cs < len && distinct
+}
+
+/// As [`gemm_f32`] with any destination layout: `dst` element (i, j) is at `i·dst_rs + j·dst_cs`
+/// (e.g. `(1, m)` writes the product transposed). Errors when two elements would share a place.
+pub fn gemm_f32_strided(
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    dims: (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
+    gemm_strided(dst, dst_strides, a, b, dims, accumulate, threads)
+}
+
+/// The checked call into `gemm::gemm`: `dst` element (i, j) is at `i·dst_rs + j·dst_cs`.
+fn gemm_strided(
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
+    a: MatRef<'_>,
+    b: MatRef<'_>,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
     threads: usize,
@@ -59,13 +133,15 @@ pub fn gemm_f32(
         return Ok(());
     }
     let bad = |what: &str| exec_error("matmul", format!("cpu backend: gemm {what} for [{m},{k}]·[{k},{n}]"));
-    if (m - 1) * dst_rs + n > dst.len() || (m > 1 && dst_rs < n) {
-        return Err(bad("destination too small or rows overlapping"));
+    if !destination_fits(dst.len(), (dst_rs, dst_cs), (m, n)) {
+        return Err(bad("destination too small or elements overlapping"));
     }
     if k == 0 {
         if !accumulate {
-            for row in 0..m {
-                dst[row * dst_rs..row * dst_rs + n].fill(0.0);
+            for i in 0..m {
+                for j in 0..n {
+                    dst[i * dst_rs + j * dst_cs] = 0.0;
+                }
             }
         }
         return Ok(());
@@ -82,8 +158,9 @@ pub fn gemm_f32(
         Parallelism::None
     };
     let stride = |s: usize| isize::try_from(s).map_err(|_| bad("stride overflow"));
-    let (dst_rs, a_rs, a_cs, b_rs, b_cs) = (
+    let (dst_rs, dst_cs, a_rs, a_cs, b_rs, b_cs) = (
         stride(dst_rs)?,
+        stride(dst_cs)?,
         stride(a.rs)?,
         stride(a.cs)?,
         stride(b.rs)?,
@@ -92,17 +169,18 @@ pub fn gemm_f32(
     // SAFETY: `gemm` reads lhs elements (i, p) at `i*a_rs + p*a_cs` for i < m, p < k, whose largest
     // offset `(m-1)*a.rs + (k-1)*a.cs` was checked to be inside `a.data`; likewise rhs elements
     // (p, j) at `p*b_rs + j*b_cs` inside `b.data`. It writes (and, with `read_dst`, reads) dst
-    // elements (i, j) at `i*dst_rs + j` for j < n, all inside `dst` by the first check, and distinct
-    // because `dst_rs >= n` whenever m > 1, so no two tasks write one element. `dst` is a unique
-    // borrow, so it overlaps neither operand. `f32` is one of the element types `gemm` supports, and
-    // all three slices outlive the call (the call does not keep the pointers).
+    // elements (i, j) at `i*dst_rs + j*dst_cs`, whose largest offset was checked to be inside `dst`,
+    // and which are pairwise distinct (`destination_fits`: one stride spans every step of the other), so no
+    // two tasks write one element. `dst` is a unique borrow, so it overlaps neither operand. `f32` is
+    // one of the element types `gemm` supports, and all three slices outlive the call (the call
+    // does not keep the pointers).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
+            dst_cs,
             dst_rs,
             accumulate,
             a.data.as_ptr(),
@@ -126,6 +204,15 @@ pub fn gemm_f32(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Method {
     Gemm,
+    /// `m == 1` with every column of the right operand contiguous over k (`x · Wᵀ` for a stored
+    /// `W [n, k]`): the hand-written matrix-vector kernel over the right operand's columns.
+    GemvRight,
+    /// `n == 1` with every row of the left operand contiguous over k (`W · x`, conv1x1 on one
+    /// position): the matrix-vector kernel over the left operand's rows.
+    GemvLeft,
+    /// `m == 1` with contiguous rows of a small right operand (attention probabilities times a
+    /// value cache in decode): the rows of `b` scaled by the vector and summed, in one loop.
+    RowCombination,
     /// `m == 1` (one-token decode): output columns split across rayon tasks, one `gemm` call each.
     SplitColumns,
     /// `n == 1`: output rows split across rayon tasks, one `gemm` call each.
@@ -168,11 +255,19 @@ pub(crate) struct MatMulPlan {
 }
 
 impl MatMulPlan {
-    /// Chooses the method: the interpreter's order when the result is rounded to half, a split
-    /// across tasks for single-row or single-column products, one `gemm` call otherwise.
-    pub(crate) fn choose_method(m: usize, n: usize, half_result: bool) -> Method {
+    /// Chooses the method: the interpreter's order when the result is rounded to half, the
+    /// matrix-vector kernel for single-row or single-column products whose matrix has contiguous
+    /// lines over k, a split across tasks for other single-row or single-column products, one
+    /// `gemm` call otherwise.
+    pub(crate) fn choose_method(m: usize, n: usize, k: usize, (a, b): (Layout, Layout), half_result: bool) -> Method {
         if half_result {
             Method::Ordered
+        } else if m == 1 && b.rs == 1 && (n == 1 || b.cs >= k) {
+            Method::GemvRight
+        } else if n == 1 && a.cs == 1 && (m == 1 || a.rs >= k) {
+            Method::GemvLeft
+        } else if m == 1 && b.cs == 1 && n * k < SPLIT_MIN_WORK {
+            Method::RowCombination
         } else if m == 1 {
             Method::SplitColumns
         } else if n == 1 {
@@ -204,6 +299,38 @@ impl<'a> Operand<'a> {
             Operand::F32(v) => v.len(),
             Operand::Half(v) => v.len(),
         }
+    }
+
+    /// The `len` elements at `start`, `start + step`, … as one contiguous f32 vector (borrowed
+    /// when already contiguous f32).
+    fn vector(self, start: usize, len: usize, step: usize) -> Result<Cow<'a, [f32]>> {
+        if len == 0 {
+            return Ok(Cow::Borrowed(&[]));
+        }
+        if start + (len - 1) * step >= self.len() {
+            return Err(exec_error("matmul", "cpu backend: vector operand out of bounds".into()));
+        }
+        Ok(match self {
+            Operand::F32(v) if step == 1 => Cow::Borrowed(&v[start..start + len]),
+            Operand::F32(v) => Cow::Owned((0..len).map(|i| v[start + i * step]).collect()),
+            Operand::Half(v) => Cow::Owned((0..len).map(|i| v[start + i * step].to_f32()).collect()),
+        })
+    }
+
+    /// `rows` lines of `len` elements, `stride` apart, from `start`, for the matrix-vector kernel.
+    fn rows(self, start: usize, rows: usize, stride: usize, len: usize) -> Result<MatrixRows<'a>> {
+        let end = if rows == 0 {
+            start
+        } else {
+            start + (rows - 1) * stride + len
+        };
+        if end > self.len() {
+            return Err(exec_error("matmul", "cpu backend: matrix operand out of bounds".into()));
+        }
+        Ok(match self {
+            Operand::F32(v) => MatrixRows::F32(&v[start..end]),
+            Operand::Half(v) => MatrixRows::F16(&v[start..end]),
+        })
     }
 
     /// Elements `start..start + len` (checked), as f32 (converted when half).
@@ -280,12 +407,39 @@ fn one_product(
                 gemm_product(&part, a, ao + t * per_task * plan.a.rs, b, bo, o, 1)
             })
         }
+        Method::GemvRight => {
+            let stride = if n == 1 { k } else { plan.b.cs };
+            let x = a.vector(ao, k, plan.a.cs)?;
+            gemv(b.rows(bo, n, stride, k)?, stride, &x, out, threads)
+        }
+        Method::GemvLeft => {
+            let stride = if m == 1 { k } else { plan.a.rs };
+            let x = b.vector(bo, k, plan.b.rs)?;
+            gemv(a.rows(ao, m, stride, k)?, stride, &x, out, threads)
+        }
+        Method::RowCombination => {
+            let x = a.vector(ao, k, plan.a.cs)?;
+            let rows = b.f32_range(bo, span(k, n, plan.b))?;
+            combine_rows(&x, &rows, plan.b.rs, out);
+            Ok(())
+        }
         Method::Gemm | Method::SplitColumns | Method::SplitRows => gemm_product(plan, a, ao, b, bo, out, threads),
         Method::Ordered => {
             let a_data = a.f32_range(ao, span(m, k, plan.a))?;
             let b_data = b.f32_range(bo, span(k, n, plan.b))?;
             ordered_product(plan, &a_data, &b_data, out);
             Ok(())
+        }
+    }
+}
+
+/// `out[j] = Σ_p x[p] · rows[p·stride + j]`, p in increasing order (the interpreter's order).
+fn combine_rows(x: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    let n = out.len();
+    out.fill(0.0);
+    for (p, &xp) in x.iter().enumerate() {
+        for (o, &v) in out.iter_mut().zip(&rows[p * stride..p * stride + n]) {
+            *o += xp * v;
         }
     }
 }
@@ -323,46 +477,36 @@ fn gemm_product(
     threads: usize,
 ) -> Result<()> {
     let (m, n, k) = (plan.m, plan.n, plan.k);
-    let a_span = span(m, k, plan.a);
-    let b_span = span(k, n, plan.b);
-    match (a, b) {
-        (Operand::F32(_), Operand::F32(_)) => {
-            let a_data = a.f32_range(ao, a_span)?;
-            let a_ref = MatRef {
-                data: &a_data,
-                rs: plan.a.rs,
-                cs: plan.a.cs,
-            };
-            let b_data = b.f32_range(bo, b_span)?;
-            let b_ref = MatRef {
-                data: &b_data,
-                rs: plan.b.rs,
-                cs: plan.b.cs,
-            };
-            gemm_f32(out, n, a_ref, b_ref, (m, n, k), false, threads)
-        }
-        (Operand::Half(_), _) => {
-            // With both operands in half, the right one is converted whole here.
-            let b_data = b.f32_range(bo, b_span)?;
-            let b_ref = MatRef {
-                data: &b_data,
-                rs: plan.b.rs,
-                cs: plan.b.cs,
-            };
-            let a_half = half_range(a, ao, a_span)?;
-            gemm_half_left(plan, a_half, b_ref, out, threads)
-        }
-        (Operand::F32(_), Operand::Half(_)) => {
-            let a_data = a.f32_range(ao, a_span)?;
-            let a_ref = MatRef {
-                data: &a_data,
-                rs: plan.a.rs,
-                cs: plan.a.cs,
-            };
-            let b_half = half_range(b, bo, b_span)?;
-            gemm_half_right(plan, a_ref, b_half, out, threads)
-        }
+    let (a_span, b_span) = (span(m, k, plan.a), span(k, n, plan.b));
+    let large_half = |op: Operand<'_>, len: usize| matches!(op, Operand::Half(_)) && len > HALF_WHOLE;
+    if large_half(b, b_span) && !large_half(a, a_span) {
+        let a_data = a.f32_range(ao, a_span)?;
+        let a_ref = MatRef {
+            data: &a_data,
+            rs: plan.a.rs,
+            cs: plan.a.cs,
+        };
+        return gemm_half_right(plan, a_ref, half_range(b, bo, b_span)?, out, (HALF_WHOLE, threads));
     }
+    let (mut scratch_a, mut scratch_b) = (Scratch::take(), Scratch::take());
+    let result = {
+        let a_data = scratch_a.f32_of(a, ao, a_span, threads)?;
+        let b_data = scratch_b.f32_of(b, bo, b_span, threads)?;
+        let a_ref = MatRef {
+            data: &a_data,
+            rs: plan.a.rs,
+            cs: plan.a.cs,
+        };
+        let b_ref = MatRef {
+            data: &b_data,
+            rs: plan.b.rs,
+            cs: plan.b.cs,
+        };
+        gemm_oriented(out, n, a_ref, b_ref, (m, n, k), false, threads)
+    };
+    scratch_a.give_back();
+    scratch_b.give_back();
+    result
 }
 
 /// Elements spanned by a dense `[rows, cols]` matrix in `layout`.
@@ -381,59 +525,55 @@ fn half_range(op: Operand<'_>, start: usize, len: usize) -> Result<&[f16]> {
     }
 }
 
-/// Stored lines (rows when `cs == 1`, else columns) converted per call, and the line length.
-fn chunk_lines(line_len: usize) -> usize {
-    (HALF_SCRATCH / line_len.max(1)).max(1)
+thread_local! {
+    /// Conversion buffers kept between calls on this thread (taken out while in use, so a nested
+    /// use on the same thread, e.g. by a rayon task stolen during `gemm`, gets its own).
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `a · b` with a half-precision left operand, converted in chunks of stored lines.
-fn gemm_half_left(plan: &MatMulPlan, a: &[f16], b: MatRef<'_>, out: &mut [f32], threads: usize) -> Result<()> {
-    let (m, n, k) = (plan.m, plan.n, plan.k);
-    let mut scratch = Vec::new();
-    if plan.a.cs == 1 {
-        // Stored rows are output rows: each chunk fills rows i0..i1 of the output.
-        let lines = chunk_lines(k);
-        for i0 in (0..m).step_by(lines) {
-            let i1 = (i0 + lines).min(m);
-            convert(&a[i0 * plan.a.rs..(i1 - 1) * plan.a.rs + k], &mut scratch);
-            let a_ref = MatRef {
-                data: &scratch,
-                rs: plan.a.rs,
-                cs: 1,
-            };
-            gemm_f32(&mut out[i0 * n..], n, a_ref, b, (i1 - i0, n, k), false, threads)?;
-        }
-    } else {
-        // Stored rows are contraction steps: each chunk adds the products over p0..p1.
-        let lines = chunk_lines(m);
-        for p0 in (0..k).step_by(lines) {
-            let p1 = (p0 + lines).min(k);
-            convert(&a[p0 * plan.a.cs..(p1 - 1) * plan.a.cs + m], &mut scratch);
-            let a_ref = MatRef {
-                data: &scratch,
-                rs: 1,
-                cs: plan.a.cs,
-            };
-            let b_sub = MatRef {
-                data: &b.data[p0 * b.rs..],
-                ..b
-            };
-            gemm_f32(out, n, a_ref, b_sub, (m, n, p1 - p0), p0 > 0, threads)?;
+/// A conversion buffer borrowed from this thread's pool.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn take() -> Scratch {
+        Scratch(SCRATCH.with(|pool| pool.borrow_mut().pop()).unwrap_or_default())
+    }
+
+    fn give_back(self) {
+        SCRATCH.with(|pool| pool.borrow_mut().push(self.0));
+    }
+
+    /// Elements `start..start + len` of `op` as f32: borrowed when f32, else converted into this
+    /// buffer (in parallel for large operands).
+    fn f32_of<'s>(&'s mut self, op: Operand<'s>, start: usize, len: usize, threads: usize) -> Result<Cow<'s, [f32]>> {
+        match op {
+            Operand::F32(_) => op.f32_range(start, len),
+            Operand::Half(_) => {
+                let src = half_range(op, start, len)?;
+                convert(src, &mut self.0, threads);
+                Ok(Cow::Borrowed(&self.0[..len]))
+            }
         }
     }
-    Ok(())
 }
 
-/// `a · b` with a half-precision right operand, converted in chunks of stored lines.
-fn gemm_half_right(plan: &MatMulPlan, a: MatRef<'_>, b: &[f16], out: &mut [f32], threads: usize) -> Result<()> {
+/// `a · b` with a half-precision right operand too large to convert at once: converted in chunks
+/// of about `chunk` elements of stored lines.
+fn gemm_half_right(
+    plan: &MatMulPlan,
+    a: MatRef<'_>,
+    b: &[f16],
+    out: &mut [f32],
+    (chunk, threads): (usize, usize),
+) -> Result<()> {
     let (m, n, k) = (plan.m, plan.n, plan.k);
     let mut scratch = Vec::new();
     if plan.b.cs == 1 {
         // Stored rows are contraction steps: each chunk adds the products over p0..p1.
-        let lines = chunk_lines(n);
+        let lines = (chunk / n.max(1)).max(1);
         for p0 in (0..k).step_by(lines) {
             let p1 = (p0 + lines).min(k);
-            convert(&b[p0 * plan.b.rs..(p1 - 1) * plan.b.rs + n], &mut scratch);
+            convert(&b[p0 * plan.b.rs..(p1 - 1) * plan.b.rs + n], &mut scratch, threads);
             let b_ref = MatRef {
                 data: &scratch,
                 rs: plan.b.rs,
@@ -443,34 +583,101 @@ fn gemm_half_right(plan: &MatMulPlan, a: MatRef<'_>, b: &[f16], out: &mut [f32],
                 data: &a.data[p0 * a.cs..],
                 ..a
             };
-            gemm_f32(out, n, a_sub, b_ref, (m, n, p1 - p0), p0 > 0, threads)?;
+            gemm_oriented(out, n, a_sub, b_ref, (m, n, p1 - p0), p0 > 0, threads)?;
         }
     } else {
         // Stored rows are output columns (the nn.Linear layout): each chunk fills columns j0..j1.
-        let lines = chunk_lines(k);
+        let lines = (chunk / k.max(1)).max(1);
         for j0 in (0..n).step_by(lines) {
             let j1 = (j0 + lines).min(n);
-            convert(&b[j0 * plan.b.cs..(j1 - 1) * plan.b.cs + k], &mut scratch);
+            convert(&b[j0 * plan.b.cs..(j1 - 1) * plan.b.cs + k], &mut scratch, threads);
             let b_ref = MatRef {
                 data: &scratch,
                 rs: 1,
                 cs: plan.b.cs,
             };
-            gemm_f32(&mut out[j0..], n, a, b_ref, (m, j1 - j0, k), false, threads)?;
+            gemm_oriented(&mut out[j0..], n, a, b_ref, (m, j1 - j0, k), false, threads)?;
         }
     }
     Ok(())
 }
 
-/// Converts `src` into `scratch` (resized to fit).
-fn convert(src: &[f16], scratch: &mut Vec<f32>) {
+/// Converts `src` into `scratch` (resized to fit), split across tasks when large.
+fn convert(src: &[f16], scratch: &mut Vec<f32>, threads: usize) {
     scratch.resize(src.len(), 0.0);
-    src.convert_to_f32_slice(scratch);
+    let dst = &mut scratch[..src.len()];
+    if threads > 1 && src.len() >= CONVERT_PAR_MIN {
+        let chunk = src.len().div_ceil(threads * 2);
+        dst.par_chunks_mut(chunk)
+            .zip(src.par_chunks(chunk))
+            .for_each(|(d, s)| s.convert_to_f32_slice(d));
+    } else {
+        src.convert_to_f32_slice(dst);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_right_operands_converted_in_chunks_match_a_plain_loop() {
+        let (m, k, n) = (3, 5, 7);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 3) % 11) as f32 / 4.0 - 1.0).collect(); // exact in half
+        for transposed in [false, true] {
+            // b as stored: [k, n] (rows are contraction steps) or [n, k] read transposed.
+            let stored: Vec<f16> = if transposed {
+                (0..n * k).map(|i| f16::from_f32(b[(i % k) * n + i / k])).collect()
+            } else {
+                b.iter().map(|&v| f16::from_f32(v)).collect()
+            };
+            let plan = MatMulPlan {
+                m,
+                n,
+                k,
+                a: Layout::of(k, false),
+                b: if transposed {
+                    Layout::of(k, true)
+                } else {
+                    Layout::of(n, false)
+                },
+                batches: vec![(0, 0)],
+                method: Method::Gemm,
+            };
+            let a_ref = MatRef { data: &a, rs: k, cs: 1 };
+            for chunk in [1, 6, 100] {
+                let mut out = vec![f32::NAN; m * n];
+                gemm_half_right(&plan, a_ref, &stored, &mut out, (chunk, 2)).unwrap();
+                for i in 0..m {
+                    for j in 0..n {
+                        let expected: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                        assert_eq!(out[i * n + j], expected, "transposed {transposed} chunk {chunk}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_destinations_are_written_and_overlaps_refused() {
+        let a = [1.0f32, 2.0, 3.0, 4.0]; // [2, 2]
+        let b = [1.0f32, 0.0, 1.0, 1.0]; // [2, 2]
+        let (ar, br) = (MatRef { data: &a, rs: 2, cs: 1 }, MatRef { data: &b, rs: 2, cs: 1 });
+        let mut dst = [0.0f32; 4];
+        gemm_f32_strided(&mut dst, (1, 2), ar, br, (2, 2, 2), false, 1).unwrap();
+        assert_eq!(dst, [3.0, 7.0, 2.0, 4.0]); // (a·b)ᵀ = [[3, 2], [7, 4]]ᵀ
+        assert!(gemm_f32_strided(&mut dst, (1, 1), ar, br, (2, 2, 2), false, 1).is_err());
+        // The orientation the plan picks for few rows gives the same product.
+        let mut oriented = [0.0f32; 4];
+        let bt = MatRef {
+            data: &[1.0f32, 1.0, 0.0, 1.0],
+            rs: 1,
+            cs: 2,
+        }; // b stored transposed
+        gemm_oriented(&mut oriented, 2, ar, bt, (2, 2, 2), false, 1).unwrap();
+        assert_eq!(oriented, [3.0, 2.0, 7.0, 4.0]);
+    }
 
     #[test]
     fn gemm_f32_rejects_out_of_bounds_strides() {

@@ -1,31 +1,39 @@
 //! The fast CPU backend: compiles a graph once into an execution plan and runs it with
-//! vectorised, multi-threaded kernels (`gemm` for matrix products, split across threads for
-//! single-row products; fused elementwise loops; row loops for softmax and reductions).
+//! vectorised, multi-threaded kernels (`gemm` for matrix products, a hand-written GEMV for
+//! single-row products, fused elementwise loops, row loops for softmax and reductions).
 //!
 //! Modules: `plan` (values → homes and arena slots, steps), `fusion` (elementwise groups), `lower`
-//! (kernel choice per step), `exec` (running steps), and the kernels: `matmul` (the `gemm` wrapper,
-//! the crate's one unsafe module), `elementwise`, `reduce`, `layout`, `strided`; `storage` holds
-//! buffers and views; `gemv` is a hand-written GEMV kept for comparison (see its header).
+//! (kernel choice per step), `exec` (running steps), and the kernels: `matmul` (the `gemm` wrapper),
+//! `gemv` (AVX2/F16C matrix-vector kernel for one-token decode), `vmath` (vectorised `exp`, `tanh`,
+//! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
+//! `reduce`, `layout`, `strided`; `storage` holds buffers and views. `matmul`, `gemv` and `vmath`
+//! are the crate's unsafe modules (the `gemm` call; SIMD intrinsics behind run-time feature
+//! checks), each unsafe block with its safety argument.
 //!
 //! Invariants: `compile` verifies the graph and does all planning; `run` checks inputs, then only
 //! executes steps, reusing arena buffers between runs (a `Mutex`-guarded pool, so concurrent runs
-//! each get their own arena). Results match the reference interpreter in `Precision::F32` within
-//! `Tolerance::F32` (elementwise ops, softmax and reductions bit for bit; matrix products up to
-//! summation order); F16-typed values are rounded to half after every op, as the interpreter does.
-//! With `WeightFormat::F16`, float constants used only as matmul/conv1x1 weights are stored in
-//! half precision, so results then match the interpreter run on half-rounded weights.
+//! each get their own arena), on the worker threads of [`install`]'s pool (or the options' own
+//! pool). Results match the reference interpreter in `Precision::F32` within `Tolerance::F32`
+//! (data movement and reductions bit for bit; elementwise ops bit for bit except `exp`, `tanh` and
+//! `sigmoid`, within a few ulp; softmax and matrix products up to summation order); F16-typed
+//! values are rounded to half after every op, as the interpreter does. With `WeightFormat::F16`,
+//! float constants used as matmul/conv1x1 weights are stored in half precision (a constant also
+//! used otherwise, like a tied embedding table, keeps its f32 values for those uses), so results
+//! then match the interpreter run on half-rounded weights.
 
 mod elementwise;
 mod exec;
 mod fusion;
 mod gemv;
 mod layout;
+mod loss;
 mod lower;
 mod matmul;
 mod plan;
 mod reduce;
 mod storage;
 mod strided;
+mod vmath;
 
 pub use plan::PlanSummary;
 
@@ -35,14 +43,41 @@ use crate::graph::Graph;
 use crate::interp::exec_error;
 use crate::tensor::{Tensor, TensorData};
 use plan::Plan;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 use storage::{Buf, View};
 
-/// The matrix kernels, public for benchmarks and experiments: `gemm_f32` is what the backend
-/// runs; `gemv` is the hand-written alternative it was measured against.
+/// The kernels, public for benchmarks and for host code that runs them directly (the training
+/// head): `gemm_f32`/`gemm_f32_strided` (through `gemm`), `gemv` (single-row products) and the
+/// fused `softmax_cross_entropy`.
 pub mod kernels {
     pub use super::gemv::{gemv, MatrixRows};
-    pub use super::matmul::{gemm_f32, MatRef};
+    pub use super::loss::softmax_cross_entropy;
+    pub use super::matmul::{gemm_f32, gemm_f32_strided, MatRef};
+}
+
+/// Runs `op` on a worker of the process-wide CPU pool (one worker per core, created on first use)
+/// and returns its result; inside a rayon worker it runs in place. Every parallel kernel `op`
+/// starts then runs in that pool while the calling thread sleeps, so a caller outside the pool is
+/// not one more busy thread competing with the workers for the cores. Falls back to the calling
+/// thread if the pool cannot be started.
+pub fn install<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    if rayon::current_thread_index().is_some() {
+        return op();
+    }
+    let pool = POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("orion-cpu-{i}"))
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(op),
+        None => op(),
+    }
 }
 
 /// Storage format of constant matmul/conv1x1 weights.
@@ -58,7 +93,8 @@ pub enum WeightFormat {
 /// Options of the CPU backend (read once, at the edge, by the caller).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CpuOptions {
-    /// Worker threads: `None` (or 0) uses rayon's global pool, `Some(n)` a dedicated pool of `n`.
+    /// Worker threads: `None` (or 0) uses the process-wide pool of [`install`] (one worker per
+    /// core), `Some(n)` a dedicated pool of `n`.
     pub threads: Option<usize>,
     pub weights: WeightFormat,
 }
@@ -104,6 +140,18 @@ impl Backend for CpuBackend {
     fn compile(&self, graph: &Graph) -> Result<Box<dyn Executable>> {
         Ok(Box::new(self.compile_cpu(graph)?))
     }
+}
+
+/// The measured time of one step of a profiled run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepTime {
+    /// Kernel name, as in [`PlanSummary::kernels`].
+    pub kernel: &'static str,
+    /// The op of the step (the root op of a fused group).
+    pub op: &'static str,
+    /// The first value the step defines.
+    pub value: crate::graph::ValueId,
+    pub ms: f64,
 }
 
 /// A graph compiled for the CPU.
@@ -163,10 +211,38 @@ impl CpuExecutable {
         Ok(())
     }
 
-    fn execute(&self, inputs: &[Tensor], arena: &mut [Buf]) -> Result<Vec<Tensor>> {
+    /// Runs like [`Executable::run`] and also returns the measured wall time of every step, in
+    /// plan order (for benchmarks and tuning; timing adds a clock read per step).
+    pub fn run_profiled(&self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<StepTime>)> {
+        self.check_inputs(inputs)?;
+        let mut arena = self.take_arena();
+        let mut times = Vec::with_capacity(self.plan.steps.len());
+        let result = match &self.pool {
+            Some(pool) => pool.install(|| self.execute(inputs, &mut arena, Some(&mut times))),
+            None => install(|| self.execute(inputs, &mut arena, Some(&mut times))),
+        };
+        self.give_back(arena);
+        Ok((result?, times))
+    }
+
+    fn execute(
+        &self,
+        inputs: &[Tensor],
+        arena: &mut [Buf],
+        mut times: Option<&mut Vec<StepTime>>,
+    ) -> Result<Vec<Tensor>> {
         let threads = rayon::current_num_threads();
         for step in &self.plan.steps {
+            let start = times.as_ref().map(|_| Instant::now());
             exec::run_step(&self.plan, step, inputs, arena, threads)?;
+            if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
+                times.push(StepTime {
+                    kernel: step.kernel.name(),
+                    op: step.op,
+                    value: step.value,
+                    ms: start.elapsed().as_secs_f64() * 1e3,
+                });
+            }
         }
         let mut outputs = Vec::with_capacity(self.plan.outputs.len());
         for (operand, ty) in &self.plan.outputs {
@@ -187,8 +263,8 @@ impl Executable for CpuExecutable {
         self.check_inputs(inputs)?;
         let mut arena = self.take_arena();
         let result = match &self.pool {
-            Some(pool) => pool.install(|| self.execute(inputs, &mut arena)),
-            None => self.execute(inputs, &mut arena),
+            Some(pool) => pool.install(|| self.execute(inputs, &mut arena, None)),
+            None => install(|| self.execute(inputs, &mut arena, None)),
         };
         self.give_back(arena);
         result

@@ -146,6 +146,8 @@ struct Pending {
     op: &'static str,
     reads: Vec<ValueId>,
     defines: Vec<ValueId>,
+    /// The step reads constant weights from their half-precision copies when they have one.
+    reads_weights: bool,
 }
 
 impl Plan {
@@ -154,31 +156,30 @@ impl Plan {
         let Walk {
             root,
             home,
+            half_copy,
             inputs,
             consts,
             pending,
             mut summary,
         } = walk(g, weights)?;
         let slot_of = assign_slots(g, &pending, &root, &home);
-        let loc = |v: ValueId| -> Result<Operand> {
-            let r = root[v.index()];
-            let loc = match home[r.index()] {
-                Home::Input(i) => Loc::Input(i),
-                Home::Const(c) => Loc::Const(c),
-                Home::Step => Loc::Slot(slot_of.value_slot[r.index()]),
-                Home::Nowhere => {
-                    let message = format!("cpu backend: {v} is read but never materialised");
-                    return Err(exec_error("plan", message));
-                }
-            };
-            Ok(Operand {
-                loc,
-                numel: g.ty(v).shape.numel(),
-            })
+        let loc = |v: ValueId| -> Result<Operand> { locate(g, v, (&root, &home), &slot_of.value_slot) };
+        let weight_loc = |v: ValueId| -> Result<Operand> {
+            match half_copy[root[v.index()].index()] {
+                Some(c) => Ok(Operand {
+                    loc: Loc::Const(c),
+                    numel: g.ty(v).shape.numel(),
+                }),
+                None => loc(v),
+            }
         };
         let mut steps = Vec::with_capacity(pending.len());
         for p in pending {
-            let operands = p.reads.iter().map(|&v| loc(v)).collect::<Result<_>>()?;
+            let operands = p
+                .reads
+                .iter()
+                .map(|&v| if p.reads_weights { weight_loc(v) } else { loc(v) })
+                .collect::<Result<_>>()?;
             let outputs = p
                 .defines
                 .iter()
@@ -216,11 +217,32 @@ impl Plan {
     }
 }
 
+/// Where value `v` is read from: its root's input, constant or arena slot.
+fn locate(g: &Graph, v: ValueId, (root, home): (&[ValueId], &[Home]), value_slot: &[usize]) -> Result<Operand> {
+    let r = root[v.index()];
+    let loc = match home[r.index()] {
+        Home::Input(i) => Loc::Input(i),
+        Home::Const(c) => Loc::Const(c),
+        Home::Step => Loc::Slot(value_slot[r.index()]),
+        Home::Nowhere => {
+            let message = format!("cpu backend: {v} is read but never materialised");
+            return Err(exec_error("plan", message));
+        }
+    };
+    Ok(Operand {
+        loc,
+        numel: g.ty(v).shape.numel(),
+    })
+}
+
 /// The homes of all values and the steps, before slot assignment.
 struct Walk {
     /// The value owning each value's storage (itself unless it is an alias).
     root: Vec<ValueId>,
     home: Vec<Home>,
+    /// For a constant that matmul/conv1x1 steps read in half precision while other steps need its
+    /// f32 values (a tied embedding table): the index of its half copy.
+    half_copy: Vec<Option<usize>>,
     inputs: Vec<(String, TensorType)>,
     consts: Vec<ConstData>,
     pending: Vec<Pending>,
@@ -235,6 +257,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     let mut w = Walk {
         root: (0..values).map(|v| ValueId(v as u32)).collect(),
         home: vec![Home::Nowhere; values],
+        half_copy: vec![None; values],
         inputs: Vec::new(),
         consts: Vec::new(),
         pending: Vec::new(),
@@ -247,13 +270,20 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
             w.inputs.push((name.clone(), ty.clone()));
         } else if let Op::Const { value } = &node.op {
             w.home[out.index()] = Home::Const(w.consts.len());
-            w.consts.push(match value.as_f32() {
-                Some(data) if half_ok[out.index()] => {
+            let half = |data: &[f32]| ConstData::Half(data.iter().map(|&x| f16::from_f32(x)).collect());
+            match (value.as_f32(), half_ok[out.index()]) {
+                (Some(data), HalfUse::Only) => {
                     w.summary.half_weights += 1;
-                    ConstData::Half(data.iter().map(|&x| f16::from_f32(x)).collect())
+                    w.consts.push(half(data));
                 }
-                _ => ConstData::Tensor(Arc::clone(value)),
-            });
+                (Some(data), HalfUse::AlsoF32) => {
+                    w.summary.half_weights += 1;
+                    w.consts.push(ConstData::Tensor(Arc::clone(value)));
+                    w.half_copy[out.index()] = Some(w.consts.len());
+                    w.consts.push(half(data));
+                }
+                _ => w.consts.push(ConstData::Tensor(Arc::clone(value))),
+            }
         } else if is_alias(g, &node.op, node.inputs.first().copied()) {
             w.root[out.index()] = w.root[node.inputs[0].index()];
             w.summary.aliases += 1;
@@ -270,6 +300,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
             }
             count_fusion(&mut w.summary, &kernel);
             w.pending.push(Pending {
+                reads_weights: matches!(kernel, Kernel::MatMul(_)),
                 kernel,
                 op: node.op.name(),
                 reads,
@@ -348,29 +379,53 @@ fn is_weight_use(op: &Op, ty: &TensorType) -> bool {
     }
 }
 
-/// For each value: a float constant that may be stored as f16 because every use is as a rank-2
-/// matmul operand or a conv1x1 operand, and it is not a graph output.
-fn half_weight_values(g: &Graph, weights: WeightFormat) -> Vec<bool> {
-    let mut ok = vec![false; g.values().len()];
+/// How a constant may use half-precision storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HalfUse {
+    /// Stays f32.
+    No,
+    /// Every use is as a matmul/conv1x1 weight: stored in half only.
+    Only,
+    /// Used as a weight and also otherwise (a gather table, a graph output): f32 for those uses
+    /// plus a half copy for the weight uses.
+    AlsoF32,
+}
+
+/// For each value: whether it is a float constant whose matmul/conv1x1 uses (as a rank-2 matmul
+/// operand or a conv1x1 operand) may read half-precision storage, and whether it has other uses.
+fn half_weight_values(g: &Graph, weights: WeightFormat) -> Vec<HalfUse> {
+    let values = g.values().len();
+    let mut out = vec![HalfUse::No; values];
     if weights == WeightFormat::F32 {
-        return ok;
+        return out;
     }
+    let mut candidate = vec![false; values];
     for node in g.nodes() {
         if let Op::Const { value } = &node.op {
-            ok[node.outputs[0].index()] = value.dtype().is_float() && value.numel() > 0;
+            candidate[node.outputs[0].index()] = value.dtype().is_float() && value.numel() > 0;
         }
     }
+    let (mut weight_use, mut other_use) = (vec![false; values], vec![false; values]);
     for node in g.nodes() {
         for &v in &node.inputs {
-            if !is_weight_use(&node.op, g.ty(v)) {
-                ok[v.index()] = false;
+            if is_weight_use(&node.op, g.ty(v)) {
+                weight_use[v.index()] = true;
+            } else {
+                other_use[v.index()] = true;
             }
         }
     }
     for o in g.outputs() {
-        ok[o.value.index()] = false;
+        other_use[o.value.index()] = true;
     }
-    ok
+    for v in 0..values {
+        out[v] = match (candidate[v] && weight_use[v], other_use[v]) {
+            (false, _) => HalfUse::No,
+            (true, false) => HalfUse::Only,
+            (true, true) => HalfUse::AlsoF32,
+        };
+    }
+    out
 }
 
 /// Slot assignment result.

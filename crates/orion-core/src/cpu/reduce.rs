@@ -1,12 +1,15 @@
 //! Softmax and reductions of the CPU backend: row loops over a (outer, axis, inner) view of the
 //! operand, parallel over independent outer blocks.
 //!
-//! Invariants: every output element accumulates its inputs in increasing flat index order, exactly
+//! Invariants: every reduction output accumulates its inputs in increasing flat index order, exactly
 //! as the interpreter does, so results are bit-identical to it (sum in f32 in order, max with NaN
-//! propagation, mean = sum / count, softmax = exp(x - max) / sum). When the reduced axes are not one
-//! run of axes (ignoring extent-1 axes) a general odometer walks the input in flat order.
+//! propagation, mean = sum / count). Softmax is `exp(x - max) / sum` with the vectorised `exp` of
+//! [`super::vmath`] and, along a contiguous row, the sum in `vmath`'s fixed lane order (within
+//! `Tolerance::F32` of the interpreter). When the reduced axes are not one run of axes (ignoring
+//! extent-1 axes) a general odometer walks the input in flat order.
 
 use super::elementwise::max_nan;
+use super::vmath;
 use crate::interp::index::strides;
 use crate::op::ReduceOp;
 use rayon::prelude::*;
@@ -52,13 +55,7 @@ impl SoftmaxPlan {
 }
 
 fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, max_nan);
-    let mut sum = 0.0f32;
-    for (o, &v) in y.iter_mut().zip(x) {
-        let e = (v - max).exp();
-        *o = e;
-        sum += e;
-    }
+    let sum = vmath::exp_shifted_sum(x, vmath::max(x), y);
     for o in y.iter_mut() {
         *o /= sum;
     }
@@ -74,9 +71,10 @@ fn softmax_columns(x: &[f32], y: &mut [f32], inner: usize) {
     }
     let mut sum = vec![0.0f32; inner];
     for (xr, yr) in x.chunks(inner).zip(y.chunks_mut(inner)) {
-        for (((o, &v), &m), s) in yr.iter_mut().zip(xr).zip(&max).zip(sum.iter_mut()) {
-            let e = (v - m).exp();
-            *o = e;
+        for ((o, &v), &m) in yr.iter_mut().zip(xr).zip(&max) {
+            *o = vmath::exp(v - m);
+        }
+        for (s, &e) in sum.iter_mut().zip(yr.iter()) {
             *s += e;
         }
     }

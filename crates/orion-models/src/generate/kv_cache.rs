@@ -103,6 +103,23 @@ impl KvCache {
         Ok(())
     }
 
+    /// The decode graph's cache input called `name` (`cache.k.{i}` or `cache.v.{i}`), a copy of that
+    /// layer's keys or values.
+    pub fn input(&self, name: &str) -> Result<Tensor> {
+        let parsed = name.strip_prefix("cache.").and_then(|rest| {
+            let (kind, layer) = rest.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            match kind {
+                "k" => self.keys.get(layer),
+                "v" => self.values.get(layer),
+                _ => None,
+            }
+        });
+        let data = parsed.ok_or_else(|| ModelError::Usage(format!("the KV cache has no input {name:?}")))?;
+        let shape = [self.n_kv, self.capacity, self.head_dim];
+        Ok(Tensor::new(self.dtype, shape, TensorData::Float(data.clone())).map_err(CoreError::from)?)
+    }
+
     /// The decode graph's cache inputs: (`cache.k.{i}`, tensor) and (`cache.v.{i}`, tensor) per layer.
     pub fn inputs(&self) -> Result<Vec<(String, Tensor)>> {
         let shape = [self.n_kv, self.capacity, self.head_dim];
@@ -114,5 +131,35 @@ impl KvCache {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_named_input_is_the_matching_tensor_of_the_whole_list() {
+        let mut cfg = ModelConfig::builtin("stories260K").unwrap();
+        (cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.dim) = (2, 4, 2, 16);
+        let mut cache = KvCache::new(&cfg, 5, DType::F32);
+        let rows = |seed: f32| Tensor::f32([2, 3, 4], (0..24).map(|i| seed + i as f32).collect());
+        for layer in 0..2 {
+            cache
+                .write(layer, &rows(100.0 * layer as f32), &rows(-100.0 * layer as f32 - 50.0))
+                .unwrap();
+        }
+        cache.advance(3).unwrap();
+        let all = cache.inputs().unwrap();
+        assert_eq!(all.len(), 4);
+        for (name, tensor) in &all {
+            assert!(cache.input(name).unwrap().bitwise_eq(tensor), "{name}");
+        }
+        // Row 1 of key head 1 in layer 1: written from element (1, 1, :) of its rows.
+        let k1 = cache.input("cache.k.1").unwrap().to_f32_vec();
+        assert_eq!(k1[(5 + 1) * 4..(5 + 1) * 4 + 4], [116.0, 117.0, 118.0, 119.0]);
+        for bad in ["cache.k.2", "cache.q.0", "cache.k", "k.0"] {
+            assert!(cache.input(bad).is_err(), "{bad}");
+        }
     }
 }

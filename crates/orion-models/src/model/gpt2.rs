@@ -10,7 +10,7 @@
 use super::{Builder, GraphKind, WeightSpec};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use orion_core::composite::{gelu_tanh, layer_norm, linear, merge_heads, split_heads};
+use orion_core::composite::{gelu_tanh, layer_norm, linear};
 use orion_core::ValueId;
 
 /// The canonical tensors of a GPT-2 model, in order.
@@ -71,14 +71,16 @@ pub(crate) fn build(b: &mut Builder<'_>) -> Result<()> {
 pub(crate) fn block(b: &mut Builder<'_>, x: ValueId, i: usize) -> Result<ValueId> {
     let heads = b.cfg.n_heads;
     let n1 = norm(b, x, &format!("h.{i}.ln_1"))?;
-    let q = proj(b, n1, &format!("h.{i}.attn.q_proj"))?;
-    let k = proj(b, n1, &format!("h.{i}.attn.k_proj"))?;
-    let v = proj(b, n1, &format!("h.{i}.attn.v_proj"))?;
-    let q = split_heads(&mut b.g, q, heads)?;
-    let k = split_heads(&mut b.g, k, heads)?;
-    let v = split_heads(&mut b.g, v, heads)?;
+    let names = ["q_proj", "k_proj", "v_proj"].map(|p| format!("h.{i}.attn.{p}"));
+    let (q, k, v) = match b.projections(n1, &names)?[..] {
+        [q, k, v] => (q, k, v),
+        _ => return Err(crate::error::ModelError::Usage("three projections expected".into())),
+    };
+    let q = b.split_heads(q, heads)?;
+    let k = b.split_heads(k, heads)?;
+    let v = b.split_heads(v, heads)?;
     let attn = b.attend(i, q, k, v)?;
-    let attn = merge_heads(&mut b.g, attn)?;
+    let attn = b.merge_heads(attn)?;
     let attn = proj(b, attn, &format!("h.{i}.attn.c_proj"))?;
     let x = b.g.add(x, attn)?;
     let n2 = norm(b, x, &format!("h.{i}.ln_2"))?;

@@ -15,7 +15,7 @@
 use super::{Builder, GraphKind, WeightSpec};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use orion_core::composite::{linear, merge_heads, rms_norm, rope, rope_tables, silu, split_heads};
+use orion_core::composite::{linear, rms_norm, rope, rope_tables, silu};
 use orion_core::ValueId;
 
 /// The canonical tensors of a Llama model, in order.
@@ -95,23 +95,28 @@ fn block(b: &mut Builder<'_>, x: ValueId, i: usize, cos: ValueId, sin: ValueId) 
     let (heads, kv_heads) = (b.cfg.n_heads, b.cfg.n_kv_heads);
     let attn_norm = b.w(&format!("{p}.input_layernorm.weight"))?;
     let n1 = rms_norm(&mut b.g, x, attn_norm, b.cfg.norm_eps)?;
-    let q = proj(b, n1, &format!("{p}.self_attn.q_proj"))?;
-    let k = proj(b, n1, &format!("{p}.self_attn.k_proj"))?;
-    let v = proj(b, n1, &format!("{p}.self_attn.v_proj"))?;
-    let q = split_heads(&mut b.g, q, heads)?;
-    let k = split_heads(&mut b.g, k, kv_heads)?;
-    let v = split_heads(&mut b.g, v, kv_heads)?;
+    let names = ["q_proj", "k_proj", "v_proj"].map(|n| format!("{p}.self_attn.{n}"));
+    let (q, k, v) = match b.projections(n1, &names)?[..] {
+        [q, k, v] => (q, k, v),
+        _ => return Err(crate::error::ModelError::Usage("three projections expected".into())),
+    };
+    let q = b.split_heads(q, heads)?;
+    let k = b.split_heads(k, kv_heads)?;
+    let v = b.split_heads(v, kv_heads)?;
     let q = rope(&mut b.g, q, cos, sin)?;
     let k = rope(&mut b.g, k, cos, sin)?;
     let attn = b.attend(i, q, k, v)?;
-    let attn = merge_heads(&mut b.g, attn)?;
+    let attn = b.merge_heads(attn)?;
     let attn = proj(b, attn, &format!("{p}.self_attn.o_proj"))?;
     let x = b.g.add(x, attn)?;
     let ffn_norm = b.w(&format!("{p}.post_attention_layernorm.weight"))?;
     let n2 = rms_norm(&mut b.g, x, ffn_norm, b.cfg.norm_eps)?;
-    let gate = proj(b, n2, &format!("{p}.mlp.gate_proj"))?;
+    let names = ["gate_proj", "up_proj"].map(|n| format!("{p}.mlp.{n}"));
+    let (gate, up) = match b.projections(n2, &names)?[..] {
+        [gate, up] => (gate, up),
+        _ => return Err(crate::error::ModelError::Usage("two projections expected".into())),
+    };
     let gate = silu(&mut b.g, gate)?;
-    let up = proj(b, n2, &format!("{p}.mlp.up_proj"))?;
     let hidden = b.g.mul(gate, up)?;
     let down = proj(b, hidden, &format!("{p}.mlp.down_proj"))?;
     Ok(b.g.add(x, down)?)

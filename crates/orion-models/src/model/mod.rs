@@ -11,12 +11,19 @@
 //!   [`composite::MASK_VALUE`] from `position` on: the current token's own key and value come from the
 //!   new rows, not from the cache (see [`cached_attention`]).
 //!
+//! One-layer graphs ([`build_layer`], and [`build_layer_batched`] for `B` sequences in `x [B·T, D]`
+//! with attention kept within each sequence) serve the per-layer training programs; `layer_step`
+//! builds the per-layer inference programs of devices.
+//!
 //! Weights are either graph inputs named by the canonical names of [`weight_specs`] (declared after
-//! the data inputs, in spec order) or constants shared with a `Model` (`WeightMode::Constants`,
-//! no copy for f32). Canonical names: Llama uses the Hugging Face names unchanged
-//! (`model.embed_tokens.weight`, `model.layers.{i}.self_attn.q_proj.weight`, …, `lm_head.weight` when
-//! untied); GPT-2 uses the Hugging Face names without the `transformer.` prefix, with `c_attn` split
-//! into `h.{i}.attn.{q,k,v}_proj.{weight,bias}` and every matrix in `nn.Linear` layout `[out, in]`
+//! the data inputs, in spec order) or constants shared with a `Model` (`WeightMode::Constants`, no
+//! copy for f32). With constants, linear layers that read the same input (q/k/v; Llama's gate/up)
+//! are one product with their weights stacked into one new constant, split afterwards
+//! (`Builder::projections`): fewer, wider GEMMs and GEMVs, the same values. Canonical names: Llama
+//! uses the Hugging Face names unchanged (`model.embed_tokens.weight`,
+//! `model.layers.{i}.self_attn.q_proj.weight`, …, `lm_head.weight` when untied); GPT-2 uses the
+//! Hugging Face names without the `transformer.` prefix, with `c_attn` split into
+//! `h.{i}.attn.{q,k,v}_proj.{weight,bias}` and every matrix in `nn.Linear` layout `[out, in]`
 //! (Hugging Face's `Conv1D` stores `[in, out]`); a tied head has no tensor of its own.
 //!
 //! Invariant: a `Model` holds exactly the tensors of `weight_specs(config)`, each f32 of the listed
@@ -126,10 +133,33 @@ pub fn build_layer(cfg: &ModelConfig, layer: usize, seq_len: usize, dtype: DType
     build_layer_graph(cfg, layer, GraphKind::Layer { seq_len }, dtype)
 }
 
+/// [`build_layer`] for `batch` sequences at once: `x` `[B·T, D]` holds the sequences one after
+/// another, attention stays within each sequence (causal), `y` `[B·T, D]`. Every row gets the
+/// values the one-sequence graph gives it (the same ops, batched; sums may differ in order).
+pub fn build_layer_batched(
+    cfg: &ModelConfig,
+    layer: usize,
+    batch: usize,
+    seq_len: usize,
+    dtype: DType,
+) -> Result<Graph> {
+    build_layer_graph_of(cfg, layer, GraphKind::Layer { seq_len }, batch, dtype)
+}
+
 /// A one-layer graph of `kind` (`Layer`, `LayerPrefill` or `LayerDecode`): input `x`, the kind's data
 /// inputs (see [`layer_step`]), then the layer's weights as inputs; output `y` (and `k`, `v`).
 pub(crate) fn build_layer_graph(cfg: &ModelConfig, layer: usize, kind: GraphKind, dtype: DType) -> Result<Graph> {
+    build_layer_graph_of(cfg, layer, kind, 1, dtype)
+}
+
+/// [`build_layer_graph`] over `batch` sequences (only `Layer` graphs take more than one).
+fn build_layer_graph_of(cfg: &ModelConfig, layer: usize, kind: GraphKind, batch: usize, dtype: DType) -> Result<Graph> {
     cfg.validate()?;
+    if batch == 0 || (batch > 1 && !matches!(kind, GraphKind::Layer { .. })) {
+        return Err(ModelError::Usage(format!(
+            "layer graph: {batch} sequences (only training layer graphs take a batch)"
+        )));
+    }
     let (seq_len, name) = match kind {
         GraphKind::Layer { seq_len } => (seq_len, format!("{}_layer_{seq_len}", cfg.family.name())),
         GraphKind::LayerPrefill { seq_len } => (seq_len, format!("{}_layer_prefill_{seq_len}", cfg.family.name())),
@@ -148,12 +178,13 @@ pub(crate) fn build_layer_graph(cfg: &ModelConfig, layer: usize, kind: GraphKind
             cfg.n_layers, cfg.max_seq_len
         )));
     }
+    let name = if batch > 1 { format!("{name}_b{batch}") } else { name };
     let mut g = Graph::new(name);
     let rows = match kind {
         GraphKind::LayerDecode { bucket, .. } => bucket,
         _ => seq_len,
     };
-    let x = g.input("x", TensorType::new(dtype, [rows, cfg.dim]))?;
+    let x = g.input("x", TensorType::new(dtype, [batch * rows, cfg.dim]))?;
     let step_inputs = layer_step::declare_inputs(&mut g, cfg, kind, dtype)?;
     let prefix = layer_prefix(cfg, layer);
     let mut weights = HashMap::new();
@@ -167,6 +198,7 @@ pub(crate) fn build_layer_graph(cfg: &ModelConfig, layer: usize, kind: GraphKind
         cfg,
         kind,
         dtype,
+        batch,
         tokens: x,
         position: None,
         mask: step_inputs.mask,
@@ -223,6 +255,8 @@ pub(crate) struct Builder<'a> {
     pub cfg: &'a ModelConfig,
     pub kind: GraphKind,
     pub dtype: DType,
+    /// Sequences in the rows (batched training layer graphs; 1 for every other graph).
+    pub batch: usize,
     /// `tokens` `[T]` or `token` `[1]`.
     pub tokens: ValueId,
     /// Decode only: `position` i32 `[1]`.
@@ -267,6 +301,7 @@ impl<'a> Builder<'a> {
             cfg,
             kind,
             dtype,
+            batch: 1,
             tokens,
             position,
             mask,
@@ -304,7 +339,93 @@ impl<'a> Builder<'a> {
             })
     }
 
-    /// Number of token rows the graph computes (T, or 1 for a decode step).
+    /// `x · Wᵀ (+ b)` for each linear layer in `names` (canonical prefixes without `.weight`), all
+    /// reading the same `x`. When every weight is a constant (inference graphs) the layers are one
+    /// product with the weights (and biases) stacked into one constant, split afterwards: one wide
+    /// GEMM or GEMV instead of several narrow ones, the same values.
+    pub fn projections(&mut self, x: ValueId, names: &[String]) -> Result<Vec<ValueId>> {
+        let mut weights = Vec::with_capacity(names.len());
+        let mut biases = Vec::with_capacity(names.len());
+        for name in names {
+            weights.push(self.w(&format!("{name}.weight"))?);
+            if self.cfg.biases {
+                biases.push(self.w(&format!("{name}.bias"))?);
+            }
+        }
+        let stacked = match (self.stack_constants(&weights)?, self.cfg.biases) {
+            (Some(w), false) => Some((w, None)),
+            (Some(w), true) => self.stack_constants(&biases)?.map(|b| (w, Some(b))),
+            (None, _) => None,
+        };
+        let Some((w, bias)) = stacked.filter(|_| names.len() > 1) else {
+            let mut out = Vec::with_capacity(names.len());
+            for (i, &w) in weights.iter().enumerate() {
+                let y = composite::linear(&mut self.g, x, w)?;
+                out.push(match biases.get(i) {
+                    Some(&b) => self.g.add(y, b)?,
+                    None => y,
+                });
+            }
+            return Ok(out);
+        };
+        let mut y = composite::linear(&mut self.g, x, w)?;
+        if let Some(b) = bias {
+            y = self.g.add(y, b)?;
+        }
+        let sizes: Vec<usize> = weights.iter().map(|&w| self.g.dims(w)[0]).collect();
+        Ok(self.g.split(y, -1, &sizes)?)
+    }
+
+    /// The constant values of `values` stacked along axis 0 into one new constant, or `None` when
+    /// any of them is not a constant.
+    fn stack_constants(&mut self, values: &[ValueId]) -> Result<Option<ValueId>> {
+        let mut data = Vec::new();
+        let mut rows = 0;
+        let mut tail: Option<Vec<usize>> = None;
+        for &v in values {
+            let orion_core::Op::Const { value } = &self.g.producer(v).op else {
+                return Ok(None);
+            };
+            let dims = value.shape().dims();
+            let (Some(&first), Some(f)) = (dims.first(), value.as_f32()) else {
+                return Ok(None);
+            };
+            if tail.get_or_insert_with(|| dims[1..].to_vec()) != &dims[1..] {
+                return Ok(None);
+            }
+            rows += first;
+            data.extend_from_slice(f);
+        }
+        let mut dims = vec![rows];
+        dims.extend(tail.unwrap_or_default());
+        let dtype = self.dtype;
+        let tensor = Tensor::new(dtype, dims, TensorData::Float(data)).map_err(orion_core::CoreError::from)?;
+        Ok(Some(self.g.constant(tensor)?))
+    }
+
+    /// `x [rows, H·d]` → `[H, T, d]`, or `[B, H, T, d]` for a batched graph.
+    pub fn split_heads(&mut self, x: ValueId, heads: usize) -> Result<ValueId> {
+        if self.batch == 1 {
+            return Ok(composite::split_heads(&mut self.g, x, heads)?);
+        }
+        let (rows, width) = (self.g.dims(x)[0], self.g.dims(x)[1]);
+        let r = self
+            .g
+            .reshape(x, &[self.batch, rows / self.batch, heads, width / heads])?;
+        Ok(self.g.transpose(r, &[0, 2, 1, 3])?)
+    }
+
+    /// The inverse of [`Builder::split_heads`]: `[H, T, d]` (or `[B, H, T, d]`) → `[rows, H·d]`.
+    pub fn merge_heads(&mut self, x: ValueId) -> Result<ValueId> {
+        if self.batch == 1 {
+            return Ok(merge_heads(&mut self.g, x)?);
+        }
+        let d = self.g.dims(x);
+        let t = self.g.transpose(x, &[0, 2, 1, 3])?;
+        Ok(self.g.reshape(t, &[d[0] * d[2], d[1] * d[3]])?)
+    }
+
+    /// Number of token rows the graph computes per sequence (T, or 1 for a decode step).
     pub fn rows(&self) -> usize {
         match self.kind {
             GraphKind::Forward { seq_len }
@@ -328,6 +449,7 @@ impl<'a> Builder<'a> {
     /// `k.{layer}`/`v.{layer}` as outputs for prefill and decode. Returns `[H, T, d]`.
     pub fn attend(&mut self, layer: usize, q: ValueId, k: ValueId, v: ValueId) -> Result<ValueId> {
         match self.kind {
+            GraphKind::Layer { .. } if self.batch > 1 => batched_causal_attention(&mut self.g, q, k, v),
             GraphKind::Forward { .. } | GraphKind::Layer { .. } => {
                 Ok(composite::causal_attention(&mut self.g, q, k, v)?)
             }
@@ -381,6 +503,29 @@ impl<'a> Builder<'a> {
         self.g.set_output("logits", logits)?;
         Ok(())
     }
+}
+
+/// `composite::causal_attention` over a batch of sequences: `q [B, H, T, d]`, `k, v [B, n_kv, T, d]`
+/// → `[B, H, T, d]`, the same ops with a leading batch axis (grouped heads fold into query rows).
+fn batched_causal_attention(g: &mut Graph, q: ValueId, k: ValueId, v: ValueId) -> Result<ValueId> {
+    let (qd, kd) = (g.dims(q), g.dims(k));
+    let (batch, heads, t, head_dim, kv_heads) = (qd[0], qd[1], qd[2], qd[3], kd[1]);
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(ModelError::Usage(format!(
+            "{heads} query heads are not a multiple of {kv_heads} key/value heads"
+        )));
+    }
+    let group = heads / kv_heads;
+    let q_grouped = g.reshape(q, &[batch, kv_heads, group * t, head_dim])?;
+    let scores = g.matmul(q_grouped, k, false, true)?;
+    let scores = g.mul_scalar(scores, 1.0 / (head_dim as f32).sqrt())?;
+    let scores = g.reshape(scores, &[batch, kv_heads, group, t, t])?;
+    let mask = composite::causal_mask(g, t, g.dtype(q))?;
+    let masked = g.add(scores, mask)?;
+    let probs = g.softmax(masked, -1)?;
+    let probs = g.reshape(probs, &[batch, kv_heads, group * t, t])?;
+    let out = g.matmul(probs, v, false, false)?;
+    Ok(g.reshape(out, &[batch, heads, t, head_dim])?)
 }
 
 /// Single-token attention against a KV cache: `q [H, 1, d]`, new `k, v [n_kv, 1, d]`, caches
@@ -607,3 +752,6 @@ pub fn token_tensor(tokens: &[u32], vocab_size: usize) -> Result<Tensor> {
     }
     Ok(Tensor::i32([ids.len()], ids))
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,27 +2,39 @@
 //!
 //! - **layer** (on the training device): the forward graph of one block ([`build_layer`], built
 //!   by the same family code as the model graphs) with `x [T, D]` and the layer's weights as program
-//!   *inputs*, so one compiled program serves every layer and every step; and its backward graph
-//!   `grad(layer_fwd, wrt = x and every weight, Seed::Cotangents)`. The backward graph recomputes
-//!   the block's forward inside (activation checkpointing per layer: the step keeps only each
-//!   layer's input `x`). Weight gradients (dW): every `grad_<weight>` output that autodiff produces
-//!   directly by a matmul (`dyᵀ·x` for a linear layer) is split out ([`split_weight_gemms`]): the
-//!   device program outputs the two operands instead, and a small CPU program (`dw`) runs those
-//!   weight-gradient GEMMs in f32. Gradients not made by a final matmul (norm gains, biases) stay in
-//!   the device program.
-//! - **embed** (CPU, f32): `tokens [T]` → `x [T, D]` (token gather, plus GPT-2's position rows) and
-//!   its backward (`grad` with cotangent `grad_x`: scatter-add rows into the tables).
-//! - **head** (CPU, f32): final norm, classifier and mean cross-entropy over all `N = B·T` targets,
-//!   and its backward (`Seed::Loss`) giving `grad_x` and the norm/classifier gradients. The
-//!   classifier stays on the CPU because its vocabulary-wide matrix is the largest GEMM and needs no
-//!   fp16 loss scaling there (constraints C26/C27 keep wide classifiers off the ANE anyway).
+//!   *inputs*, so one compiled program serves every layer and every step — on the `cpu` device for
+//!   the whole batch at once (`x [B·T, D]`, [`build_layer_batched`]: larger GEMMs, B times fewer
+//!   calls), elsewhere one sequence per call; and its backward graph
+//!   `grad(layer_fwd, wrt = x and every weight, Seed::Cotangents)`. On a device the backward graph
+//!   recomputes the block's forward inside (activation checkpointing per layer: the step keeps only
+//!   each layer's input `x`); on the `cpu` device the forward instead outputs the activations the
+//!   backward reads and the backward takes them as inputs ([`split_saved_activations`]), trading
+//!   memory for a quarter of the layer FLOPs. Weight gradients (dW): every `grad_<weight>` output
+//!   that autodiff produces directly by a matmul (`dyᵀ·x` for a linear layer) is split out
+//!   ([`split_weight_gemms`]): the device program outputs the two operands instead, and a small
+//!   CPU program (`dw`) runs those weight-gradient GEMMs in f32. Gradients not made by a final
+//!   matmul (norm gains, biases) stay in the device program.
+//! - **embed** (CPU, f32): `tokens [B·T]` → `x [B·T, D]` for the whole batch (token gather, plus
+//!   GPT-2's position rows) and its backward (`grad` with cotangent `grad_x`: scatter-add rows into
+//!   the tables).
+//! - **head** (CPU, f32): the final norm over all `N = B·T` rows as a graph pair (forward, and its
+//!   backward with cotangent `grad_x_norm`); the classifier and mean cross-entropy after it are not
+//!   a graph but fused CPU kernels in the step (`cpu::kernels::softmax_cross_entropy` between
+//!   `gemm` calls, a block of rows at a time), because the decomposed graph reads and writes the
+//!   `N × V` logits some twenty times; [`head_graph`] keeps the whole head as a graph, the
+//!   definition that fused path is tested against. The classifier stays on the CPU because its
+//!   vocabulary-wide matrix is the largest GEMM and needs no fp16 loss scaling there (constraints
+//!   C26/C27 keep wide classifiers off the ANE anyway).
+//!
+//! [`build_layer`]: crate::model::build_layer
+//! [`build_layer_batched`]: crate::model::build_layer_batched
 //!
 //! Invariant: every program's input names are canonical weight names of layer 0 (layer programs) or
 //! of the model (embed/head), so binding is by name; outputs are looked up by name, never by guess.
 
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
-use crate::model::{build_layer, layer_prefix, weight_specs};
+use crate::model::{build_layer_batched, layer_prefix, weight_specs};
 use orion_core::autodiff::{grad, Seed};
 use orion_core::backend::{Backend, Executable};
 use orion_core::composite::{cross_entropy, layer_norm, linear, rms_norm};
@@ -138,19 +150,140 @@ pub fn split_weight_gemms(backward: &Graph) -> Result<(Graph, Option<Graph>)> {
     Ok((device, Some(cpu)))
 }
 
+/// Name of a saved activation: `saved.<value id in the backward graph>`.
+pub const SAVED_PREFIX: &str = "saved.";
+
+/// Turns a forward graph and its (split) backward graph, which recomputes the forward, into a pair
+/// that saves activations instead: the forward also outputs every forward value the backward reads
+/// (the viewed value for a reshape) or outputs (like a weight-gradient operand), named
+/// `saved.<id>`, and in the backward those values become inputs of the same names, so its
+/// recomputation is dead code; outputs that became inputs are dropped from the backward. Returns (forward,
+/// backward, saved names). `backward` must be `grad(forward, …)` (whose first nodes are the
+/// forward's, with the same value ids), possibly with outputs replaced by [`split_weight_gemms`].
+pub fn split_saved_activations(forward: &Graph, backward: &Graph) -> Result<(Graph, Graph, Vec<String>)> {
+    let forward_nodes = forward.nodes().len();
+    let nodes = backward.nodes();
+    let is_activation = |v: ValueId| {
+        let at = backward.values()[v.index()].node.index();
+        at < forward_nodes && !matches!(nodes[at].op, Op::Input { .. } | Op::Const { .. })
+    };
+    let forward_outputs: Vec<&str> = forward.outputs().iter().map(|o| o.name.as_str()).collect();
+    let saved_node = nodes_to_save(backward, forward_nodes, &forward_outputs);
+    let mut fwd = Graph::new(forward.name().to_string());
+    let mut bwd = Graph::new(backward.name().to_string());
+    let mut saved: Vec<(String, ValueId)> = Vec::new();
+    for (at, node) in nodes.iter().enumerate() {
+        if at < forward_nodes {
+            let same = forward.nodes()[at].inputs == node.inputs && forward.nodes()[at].outputs == node.outputs;
+            if !same || fwd.add_node(node.op.clone(), node.inputs.clone())? != node.outputs {
+                return Err(ModelError::Usage(format!(
+                    "{} does not start with the nodes of {}",
+                    backward.name(),
+                    forward.name()
+                )));
+            }
+        }
+        if !saved_node[at] {
+            bwd.add_node(node.op.clone(), node.inputs.clone())?;
+            continue;
+        }
+        // Every value of a saved node becomes an input (so value ids stay those of `backward`).
+        for &v in &node.outputs {
+            let name = format!("{SAVED_PREFIX}{}", v.index());
+            let op = Op::Input {
+                name: name.clone(),
+                ty: backward.ty(v).clone(),
+            };
+            if bwd.add_node(op, vec![])? != [v] {
+                return Err(ModelError::Usage(format!(
+                    "saving {name} changed the values of {}",
+                    backward.name()
+                )));
+            }
+            saved.push((name, v));
+        }
+    }
+    for o in forward.outputs() {
+        fwd.set_output(o.name.clone(), o.value)?;
+    }
+    for (name, v) in &saved {
+        fwd.set_output(name.clone(), *v)?;
+    }
+    // Outputs that are saved inputs now (or the forward's own outputs) are dropped.
+    let kept = backward
+        .outputs()
+        .iter()
+        .filter(|o| {
+            let saved_input = is_activation(o.value) && saved_node[backward.values()[o.value.index()].node.index()];
+            !saved_input && !forward_outputs.contains(&o.name.as_str())
+        })
+        .cloned()
+        .collect();
+    bwd.replace_outputs(kept)?;
+    Ok((fwd, bwd, saved.into_iter().map(|(name, _)| name).collect()))
+}
+
+/// For each node of `backward` (whose first `forward_nodes` nodes are the forward's): whether its
+/// values are saved by the forward, i.e. it is a forward activation (not an input or constant) that
+/// a backward node reads (the viewed value for a reshape, which the backward redoes for free) or
+/// that is an output other than the forward's own.
+fn nodes_to_save(backward: &Graph, forward_nodes: usize, forward_outputs: &[&str]) -> Vec<bool> {
+    let nodes = backward.nodes();
+    let is_activation = |v: ValueId| {
+        let at = backward.values()[v.index()].node.index();
+        at < forward_nodes && !matches!(nodes[at].op, Op::Input { .. } | Op::Const { .. })
+    };
+    let viewed = |mut v: ValueId| loop {
+        let node = backward.producer(v);
+        match (&node.op, node.inputs.first()) {
+            (Op::Reshape { .. } | Op::Identity, Some(&operand)) if is_activation(v) && is_activation(operand) => {
+                v = operand
+            }
+            _ => return v,
+        }
+    };
+    let mut saved_node = vec![false; nodes.len()];
+    let reads = nodes[forward_nodes.min(nodes.len())..]
+        .iter()
+        .flat_map(|n| n.inputs.iter())
+        .map(|&v| viewed(v));
+    let outputs = backward
+        .outputs()
+        .iter()
+        .filter(|o| !forward_outputs.contains(&o.name.as_str()))
+        .map(|o| o.value);
+    for v in reads.chain(outputs) {
+        if is_activation(v) {
+            saved_node[backward.values()[v.index()].node.index()] = true;
+        }
+    }
+    saved_node
+}
+
 /// Every program of a training step for one configuration and sequence length.
 #[derive(Debug)]
 pub struct StepPrograms {
     pub layer: ProgramPair,
     /// The layer backward's weight-gradient GEMMs (CPU, f32), when any were split out.
     pub layer_dw: Option<WeightGemms>,
+    /// Embedding of the whole batch (`tokens [B·T]`) and its backward.
     pub embed: ProgramPair,
+    /// The final norm of the head (`x [B·T, D]` → `x_norm`) and its backward; the classifier and
+    /// cross-entropy after it run as fused CPU kernels in the step (see `step`).
     pub head: ProgramPair,
     /// Layer 0's weight names in the layer programs' input order (after `x`).
     pub layer_weights: Vec<String>,
     /// The layer programs' dtype (f32 on the CPU, f16 on fp16 devices).
     pub layer_dtype: DType,
-    /// The layer forward and (split) backward graphs, weights as inputs, for re-baking.
+    /// Outputs of `layer.forward` that `layer.backward` takes as inputs of the same name
+    /// ([`split_saved_activations`]; on the `cpu` device); empty when the backward recomputes the
+    /// forward. Baked programs always recompute (see [`StepPrograms::saved_activations`]).
+    pub layer_saved: Vec<String>,
+    /// Sequences one layer program call computes (the layer graphs' `x` holds this many times `T`
+    /// rows): 1 unless the programs were built for whole batches.
+    pub layer_batch: usize,
+    /// The layer forward and (split) backward graphs, weights as inputs, for re-baking (the
+    /// backward recomputes the forward).
     pub layer_graphs: (Graph, Graph),
     /// `recompile` strategy: per-layer programs with the current weights baked in (used instead of
     /// `layer` when present).
@@ -167,14 +300,29 @@ impl StepPrograms {
         layer_dtype: DType,
         cpu: &dyn Backend,
     ) -> Result<StepPrograms> {
-        let layer_graph = build_layer(cfg, 0, seq_len, layer_dtype)?;
+        // On the CPU one call covers the whole batch (larger, faster GEMMs); a device gets one
+        // sequence per call (its programs' shapes are bounded by the chip's rules).
+        let layer_batch = if device.name() == "cpu" { batch.max(1) } else { 1 };
+        let layer_graph = build_layer_batched(cfg, 0, layer_batch, seq_len, layer_dtype)?;
         let layer_weights: Vec<String> = layer_graph.inputs().skip(1).map(|(n, _, _)| n.to_string()).collect();
         let mut wrt: Vec<&str> = vec!["x"];
         wrt.extend(layer_weights.iter().map(String::as_str));
         let (layer_backward, dw) = split_weight_gemms(&grad(&layer_graph, &wrt, Seed::Cotangents)?)?;
-        let layer = ProgramPair {
-            forward: Program::compile(&layer_graph, device)?,
-            backward: Program::compile(&layer_backward, device)?,
+        // On the CPU memory is plentiful: the forward keeps what the backward reads instead of the
+        // backward recomputing it. (Baked strategies compile the recomputing pair, `layer_graphs`.)
+        let (layer, layer_saved) = if device.name() == "cpu" {
+            let (forward, backward, saved) = split_saved_activations(&layer_graph, &layer_backward)?;
+            let pair = ProgramPair {
+                forward: Program::compile(&forward, device)?,
+                backward: Program::compile(&backward, device)?,
+            };
+            (pair, saved)
+        } else {
+            let pair = ProgramPair {
+                forward: Program::compile(&layer_graph, device)?,
+                backward: Program::compile(&layer_backward, device)?,
+            };
+            (pair, Vec::new())
         };
         let layer_graphs = (layer_graph, layer_backward);
         let layer_dw = match dw {
@@ -183,17 +331,13 @@ impl StepPrograms {
             }),
             None => None,
         };
-        let embed_graph = embed_graph(cfg, seq_len)?;
+        let embed_graph = embed_graph(cfg, batch, seq_len)?;
         let tables = table_names(cfg);
         let embed = ProgramPair::new(&embed_graph, &tables, Seed::Cotangents, cpu)?;
-        let head_graph = head_graph(cfg, batch * seq_len)?;
-        let head_inputs: Vec<String> = head_graph
-            .inputs()
-            .filter(|(n, _, _)| *n != "labels")
-            .map(|(n, _, _)| n.to_string())
-            .collect();
-        let head_wrt: Vec<&str> = head_inputs.iter().map(String::as_str).collect();
-        let head = ProgramPair::new(&head_graph, &head_wrt, Seed::Loss("loss".into()), cpu)?;
+        let norm_graph = final_norm_graph(cfg, batch * seq_len)?;
+        let norm_inputs: Vec<String> = norm_graph.inputs().map(|(n, _, _)| n.to_string()).collect();
+        let norm_wrt: Vec<&str> = norm_inputs.iter().map(String::as_str).collect();
+        let head = ProgramPair::new(&norm_graph, &norm_wrt, Seed::Cotangents, cpu)?;
         Ok(StepPrograms {
             layer,
             layer_dw,
@@ -201,6 +345,8 @@ impl StepPrograms {
             head,
             layer_weights,
             layer_dtype,
+            layer_saved,
+            layer_batch,
             layer_graphs,
             baked: None,
         })
@@ -219,6 +365,14 @@ impl StepPrograms {
         let compiles = 2 * layers.len();
         self.baked = Some(layers);
         Ok(compiles)
+    }
+
+    /// The activations the layer programs in use pass from forward to backward (none when baked).
+    pub fn saved_activations(&self) -> &[String] {
+        match &self.baked {
+            None => &self.layer_saved,
+            Some(_) => &[],
+        }
     }
 
     /// The programs serving layer `layer`.
@@ -260,41 +414,59 @@ fn shape_of(cfg: &ModelConfig, name: &str) -> Result<Vec<usize>> {
         })
 }
 
-fn weight_input(g: &mut Graph, cfg: &ModelConfig, name: &str) -> Result<orion_core::ValueId> {
+fn weight_input(g: &mut Graph, cfg: &ModelConfig, name: &str) -> Result<ValueId> {
     Ok(g.input(name, TensorType::new(DType::F32, shape_of(cfg, name)?))?)
 }
 
-/// `tokens` i32 `[T]` and the tables → `x [T, D]` (GPT-2 adds position rows `0..T`).
-fn embed_graph(cfg: &ModelConfig, seq_len: usize) -> Result<Graph> {
-    let mut g = Graph::new(format!("{}_embed_{seq_len}", cfg.family.name()));
-    let tokens = g.input("tokens", TensorType::new(DType::I32, [seq_len]))?;
+/// `tokens` i32 `[B·T]` (B sequences of T) and the tables → `x [B·T, D]` (GPT-2 adds the position
+/// rows `0..T` of each sequence).
+pub fn embed_graph(cfg: &ModelConfig, batch: usize, seq_len: usize) -> Result<Graph> {
+    let rows = batch * seq_len;
+    let mut g = Graph::new(format!("{}_embed_{batch}x{seq_len}", cfg.family.name()));
+    let tokens = g.input("tokens", TensorType::new(DType::I32, [rows]))?;
     let tables = table_names(cfg);
     let wte = weight_input(&mut g, cfg, tables[0])?;
     let mut x = g.gather(wte, tokens)?;
     if let Some(wpe_name) = tables.get(1) {
         let wpe = weight_input(&mut g, cfg, wpe_name)?;
-        let rows = g.slice_axis(wpe, 0, 0, seq_len)?;
+        let positions = (0..rows).map(|r| (r % seq_len.max(1)) as i32).collect();
+        let positions = g.constant(orion_core::Tensor::i32([rows], positions))?;
+        let rows = g.gather(wpe, positions)?;
         x = g.add(x, rows)?;
     }
     g.set_output("x", x)?;
     Ok(g)
 }
 
-/// `x [N, D]`, final norm weights, classifier and i32 `labels [N]` → scalar mean cross-entropy `loss`.
-fn head_graph(cfg: &ModelConfig, rows: usize) -> Result<Graph> {
-    let mut g = Graph::new(format!("{}_head_{rows}", cfg.family.name()));
+/// `x [N, D]` and the final norm's weights → `x_norm [N, D]` (the part of the head that is a graph).
+pub fn final_norm_graph(cfg: &ModelConfig, rows: usize) -> Result<Graph> {
+    let mut g = Graph::new(format!("{}_final_norm_{rows}", cfg.family.name()));
     let x = g.input("x", TensorType::new(DType::F32, [rows, cfg.dim]))?;
-    let normed = match cfg.family {
+    let normed = final_norm(&mut g, cfg, x)?;
+    g.set_output("x_norm", normed)?;
+    Ok(g)
+}
+
+fn final_norm(g: &mut Graph, cfg: &ModelConfig, x: ValueId) -> Result<ValueId> {
+    Ok(match cfg.family {
         Family::Gpt2 => {
-            let gamma = weight_input(&mut g, cfg, "ln_f.weight")?;
-            let beta = weight_input(&mut g, cfg, "ln_f.bias")?;
-            layer_norm(&mut g, x, gamma, beta, cfg.norm_eps)?
+            let gamma = weight_input(g, cfg, "ln_f.weight")?;
+            let beta = weight_input(g, cfg, "ln_f.bias")?;
+            layer_norm(g, x, gamma, beta, cfg.norm_eps)?
         }
         Family::Llama => {
-            let gamma = weight_input(&mut g, cfg, "model.norm.weight")?;
-            rms_norm(&mut g, x, gamma, cfg.norm_eps)?
+            let gamma = weight_input(g, cfg, "model.norm.weight")?;
+            rms_norm(g, x, gamma, cfg.norm_eps)?
         }
-    };
+    })
+}
+
+/// `x [N, D]`, final norm weights, classifier and i32 `labels [N]` → scalar mean cross-entropy `loss`:
+/// the whole head as one graph (the definition the step's fused head is tested against).
+pub fn head_graph(cfg: &ModelConfig, rows: usize) -> Result<Graph> {
+    let mut g = Graph::new(format!("{}_head_{rows}", cfg.family.name()));
+    let x = g.input("x", TensorType::new(DType::F32, [rows, cfg.dim]))?;
+    let normed = final_norm(&mut g, cfg, x)?;
     let head = weight_input(&mut g, cfg, head_name(cfg))?;
     let labels = g.input("labels", TensorType::new(DType::I32, [rows]))?;
     let logits = linear(&mut g, normed, head)?;
@@ -309,5 +481,81 @@ pub fn layer_weight_name(cfg: &ModelConfig, layer0_name: &str, layer: usize) -> 
     match layer0_name.strip_prefix(&from) {
         Some(rest) => format!("{to}{rest}"),
         None => layer0_name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{build_layer, Model};
+    use orion_core::interp::{interpret, Precision};
+    use orion_core::Tensor;
+    use std::collections::HashMap;
+
+    fn tiny(name: &str) -> ModelConfig {
+        let mut cfg = ModelConfig::builtin(name).unwrap();
+        (
+            cfg.dim,
+            cfg.n_layers,
+            cfg.n_heads,
+            cfg.n_kv_heads,
+            cfg.hidden_dim,
+            cfg.vocab_size,
+        ) = (16, 1, 4, 2, 24, 30);
+        if cfg.family == Family::Gpt2 {
+            cfg.n_kv_heads = cfg.n_heads;
+        }
+        cfg.max_seq_len = 8;
+        cfg
+    }
+
+    /// Runs `g` on the interpreter with inputs by name; returns the outputs by name.
+    fn run(g: &Graph, by_name: &HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+        let inputs: Vec<Tensor> = g.inputs().map(|(n, _, _)| by_name[n].clone()).collect();
+        let out = interpret(g, &inputs, Precision::F32).unwrap();
+        g.outputs().iter().map(|o| o.name.clone()).zip(out).collect()
+    }
+
+    #[test]
+    fn saving_activations_gives_the_recomputing_backward_bit_for_bit_without_its_forward() {
+        for name in ["gpt2", "stories260K"] {
+            let cfg = tiny(name);
+            let forward = build_layer(&cfg, 0, 5, DType::F32).unwrap();
+            let names: Vec<String> = forward.inputs().map(|(n, _, _)| n.to_string()).collect();
+            let wrt: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (backward, _) = split_weight_gemms(&grad(&forward, &wrt, Seed::Cotangents).unwrap()).unwrap();
+            let (fwd, bwd, saved) = split_saved_activations(&forward, &backward).unwrap();
+            assert!(!saved.is_empty());
+            // Data: x, grad_y and the model's layer-0 weights.
+            let model = Model::random(cfg.clone(), 5).unwrap();
+            let mut data: HashMap<String, Tensor> = model
+                .weights()
+                .into_iter()
+                .map(|(n, t)| (n, t.as_ref().clone()))
+                .collect();
+            let values = |n: usize, seed: usize| (0..n).map(|i| ((i * 37 + seed) % 29) as f32 / 14.0 - 1.0).collect();
+            data.insert("x".into(), Tensor::f32([5, cfg.dim], values(5 * cfg.dim, 1)));
+            data.insert("grad_y".into(), Tensor::f32([5, cfg.dim], values(5 * cfg.dim, 2)));
+            let reference = run(&backward, &data);
+            let forward_out = run(&fwd, &data);
+            assert!(forward_out["y"].bitwise_eq(&reference["y"]));
+            data.extend(saved.iter().map(|n| (n.clone(), forward_out[n].clone())));
+            let got = run(&bwd, &data);
+            for (out_name, expected) in &reference {
+                let actual = match got.get(out_name) {
+                    Some(t) => t,
+                    // An activation output (y, a weight-gradient operand) is now a saved input.
+                    None if out_name == "y" => continue,
+                    None => &data[&out_name.replace("dw_in.", SAVED_PREFIX)],
+                };
+                assert!(actual.bitwise_eq(expected), "{name}: {out_name} differs");
+            }
+            // The forward is not recomputed: after optimisation the backward has fewer matmuls.
+            let matmuls = |g: &Graph| {
+                let g = optimise(g, &PipelineOptions::default()).unwrap().graph;
+                g.nodes().iter().filter(|n| matches!(n.op, Op::MatMul { .. })).count()
+            };
+            assert!(matmuls(&bwd) < matmuls(&backward), "{name}: forward matmuls remain");
+        }
     }
 }

@@ -1,0 +1,84 @@
+//! Tests of the model graphs built here: batched layer graphs and stacked constant projections
+//! against their one-sequence and separate forms, on the reference interpreter.
+
+use super::*;
+use orion_core::interp::{interpret, Precision};
+
+fn tiny(name: &str) -> ModelConfig {
+    let mut cfg = ModelConfig::builtin(name).unwrap();
+    (
+        cfg.dim,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.hidden_dim,
+        cfg.vocab_size,
+        cfg.max_seq_len,
+    ) = (16, 2, 4, 24, 30, 8);
+    cfg.n_kv_heads = if cfg.family == Family::Llama { 2 } else { 4 };
+    cfg
+}
+
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n).map(|i| ((i * 37 + seed) % 29) as f32 / 14.0 - 1.0).collect()
+}
+
+/// Inputs of `g` by name: `x` from `x`, weights from `model`.
+fn inputs_of(g: &Graph, model: &Model, x: &Tensor) -> Vec<Tensor> {
+    g.inputs()
+        .map(|(n, _, _)| match n {
+            "x" => x.clone(),
+            w => model.weight(w).unwrap().as_ref().clone(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_batched_layer_gives_every_sequence_what_the_one_sequence_layer_gives_it() {
+    for name in ["gpt2", "stories260K"] {
+        let cfg = tiny(name);
+        let model = Model::random(cfg.clone(), 11).unwrap();
+        let (batch, t, d) = (3, 5, cfg.dim);
+        let single = build_layer(&cfg, 1, t, DType::F32).unwrap();
+        let batched = build_layer_batched(&cfg, 1, batch, t, DType::F32).unwrap();
+        let all = values(batch * t * d, 3);
+        let x = Tensor::f32([batch * t, d], all.clone());
+        let y = interpret(&batched, &inputs_of(&batched, &model, &x), Precision::F32).unwrap();
+        let y = y[0].to_f32_vec();
+        for s in 0..batch {
+            let xs = Tensor::f32([t, d], all[s * t * d..(s + 1) * t * d].to_vec());
+            let ys = interpret(&single, &inputs_of(&single, &model, &xs), Precision::F32).unwrap();
+            for (a, e) in y[s * t * d..(s + 1) * t * d].iter().zip(ys[0].to_f32_vec()) {
+                assert!((a - e).abs() < 1e-5, "{name}: sequence {s}: {a} vs {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn stacked_constant_projections_match_separate_ones() {
+    for name in ["gpt2", "stories260K"] {
+        let cfg = tiny(name);
+        let model = Model::random(cfg.clone(), 12).unwrap();
+        let tokens = token_tensor(&[3, 1, 4, 1, 5], cfg.vocab_size).unwrap();
+        // Constants: q/k/v (and Llama's gate/up) stacked into one product each.
+        let prefill = model.prefill_graph(5, DType::F32, WeightMode::Constants).unwrap();
+        let splits = prefill
+            .nodes()
+            .iter()
+            .filter(|n| matches!(n.op, orion_core::Op::Split { .. }));
+        let per_layer = if cfg.family == Family::Llama { 2 } else { 1 };
+        assert!(
+            splits.count() >= per_layer * cfg.n_layers,
+            "{name}: projections not stacked"
+        );
+        let got = interpret(&prefill, std::slice::from_ref(&tokens), Precision::F32).unwrap();
+        let forward = model.forward_graph(5, DType::F32, WeightMode::Inputs).unwrap();
+        let inputs = model.bind(&forward, vec![("tokens", tokens.clone())]).unwrap();
+        let want = interpret(&forward, &inputs, Precision::F32).unwrap();
+        let logits = got[prefill.outputs().iter().position(|o| o.name == "logits").unwrap()].to_f32_vec();
+        let last = want[0].to_f32_vec()[4 * cfg.vocab_size..].to_vec();
+        for (a, e) in logits.iter().zip(&last) {
+            assert!((a - e).abs() < 1e-5, "{name}: {a} vs {e}");
+        }
+    }
+}
