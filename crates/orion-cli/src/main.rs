@@ -35,6 +35,8 @@ enum Command {
     Logits(commands::generate::LogitsArgs),
     /// Train a model (built-in story corpus by default) and export it.
     Train(commands::train::TrainArgs),
+    /// Measure kernels, inference, training or compile time; compare with a saved baseline.
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run_generate(args),
         Command::Logits(args) => commands::generate::run_logits(args),
         Command::Train(args) => commands::train::run_train(args),
+        Command::Bench(args) => commands::bench::run_bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
-//! Work and traffic of a graph: floating-point operations counted node by node, and the bytes a
-//! program must at least move (its inputs, outputs and constants).
+//! Work and traffic of a graph: floating-point operations counted node by node, and the bytes at its
+//! boundary (its inputs, outputs and constants).
 //!
 //! The one definition of "FLOPs" in the project (the simulator's cost model and `orion bench` both
 //! use it): `2·numel(out)·K` per matmul and 1×1 convolution (K the contraction extent), one per
@@ -100,7 +100,8 @@ impl GraphCost {
         cost
     }
 
-    /// Inputs, outputs and constants: the least traffic of one run (each byte read or written once).
+    /// Inputs, outputs and constants, each byte once: what one run reads and writes at least, except
+    /// that a gather reads only the rows it picks from a table (so for embeddings this overstates).
     pub fn bytes_moved(&self) -> u64 {
         self.input_bytes + self.output_bytes + self.constant_bytes
     }

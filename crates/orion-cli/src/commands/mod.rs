@@ -1,6 +1,7 @@
 //! One module per command group of the `orion` binary.
 
 pub mod ane;
+pub mod bench;
 pub mod device;
 pub mod generate;
 pub mod ir;

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Re-measures every figure of docs/BENCHMARKS.md — ours (`orion bench`) and the peers' (PyTorch,
+llama2.c `run.c`) — in interleaved rounds, and prints the table rows in Markdown.
+
+    cargo build --release -p orion-cli
+    python3 tools/peers/make_llama2c_model.py --shape stories110M --out /tmp/peers
+    gcc -Ofast -fopenmp -march=native run.c -lm -o /tmp/llama2c/run     # llama2.c's run.c, outside the repo
+    python3 tools/peers/regenerate.py --orion target/release/orion --run-c /tmp/llama2c/run \\
+        --peers /tmp/peers --rounds 3 --out /tmp/orion-bench-results
+
+The machine is shared, so every measurement first waits (up to --quiet-wait seconds) until the CPUs have
+been at least 90 % idle for 3 s, and the rounds interleave ours and the peers'. Each figure is reported
+as the median over rounds and the best round (least disturbed). Raw results (every `--json` run and
+every peer's output) go to --out. Needs the venv of torch_bench.py for the PyTorch rows (--python).
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def cpu_times():
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:9]]
+    return sum(fields), fields[3] + fields[4]
+
+
+def wait_quiet(limit):
+    """Waits until the CPUs were >= 90 % idle over 3 s; returns the idle share seen last."""
+    start = time.time()
+    while True:
+        total1, idle1 = cpu_times()
+        time.sleep(3)
+        total2, idle2 = cpu_times()
+        idle = 100.0 * (idle2 - idle1) / max(1, total2 - total1)
+        if idle >= 90.0 or time.time() - start >= limit:
+            return idle
+
+
+def figure(run, row, name):
+    for r in run["rows"]:
+        if r["name"] == row:
+            for f in r["figures"]:
+                if f["name"] == name:
+                    return f["value"]
+    raise KeyError(f"{row} / {name}")
+
+
+def orion(args, key, bench_args, picks):
+    """Runs `orion bench ...`; returns {label: value} for each (label, row, figure) in picks."""
+    path = os.path.join(args.out, f"{key}.json")
+    subprocess.run([args.orion, "bench", *bench_args, "--json", path], check=True, stdout=subprocess.DEVNULL)
+    with open(path) as f:
+        run = json.load(f)
+    return {label: figure(run, row, name) for label, row, name in picks}
+
+
+def torch_peer(args, key, peer_args, picks):
+    script = os.path.join(HERE, "torch_bench.py")
+    out = subprocess.run([args.python, script, *peer_args], check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    with open(os.path.join(args.out, f"{key}.json"), "w") as f:
+        json.dump(result, f)
+    return {label: result[field] for label, field in picks}
+
+
+def run_c(args, key):
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    model, tokenizer = os.path.join(args.peers, "model.bin"), os.path.join(args.peers, "tokenizer.bin")
+    proc = subprocess.run([args.run_c, model, "-z", tokenizer, "-n", "256", "-t", "0"], env=env,
+                          capture_output=True, text=True, check=True)
+    match = re.search(r"achieved tok/s: ([0-9.]+)", proc.stderr)
+    if not match:
+        raise RuntimeError(f"run.c printed no rate: {proc.stderr}")
+    with open(os.path.join(args.out, f"{key}.txt"), "w") as f:
+        f.write(proc.stderr)
+    return {"run.c Stories110M file decode tok/s": float(match.group(1))}
+
+
+def measurements(args):
+    """(key, function) pairs, one per process run."""
+    file_model = os.path.join(args.peers, "model.bin")
+    items = [
+        ("orion_gpt2_f32", lambda: orion(args, "orion_gpt2_f32", ["inference", "--model", "gpt2"], [
+            ("orion GPT-2 decode f32 tok/s", "decode", "tok/s"),
+            ("orion GPT-2 prefill 128 f32 ms", "prefill 128", "ms")])),
+        ("orion_gpt2_f16", lambda: orion(args, "orion_gpt2_f16",
+                                         ["inference", "--model", "gpt2", "--weights", "f16"], [
+            ("orion GPT-2 decode f16 tok/s", "decode", "tok/s"),
+            ("orion GPT-2 prefill 128 f16 ms", "prefill 128", "ms")])),
+        ("orion_train_15m", lambda: orion(args, "orion_train_15m", ["training", "--model", "stories15M"], [
+            ("orion Stories15M step (8x256) ms", "step", "ms")])),
+        ("orion_train_110m", lambda: orion(args, "orion_train_110m",
+                                           ["training", "--model", "stories110M", "--iterations", "2"], [
+            ("orion Stories110M training tok/s", "step", "tok/s")])),
+        ("orion_compile", lambda: orion(args, "orion_compile", ["compile"], [
+            ("orion compile dynamic lower+emit ms", "dynamic (weights as inputs)", "lower+emit ms"),
+            ("orion compile dynamic total ms", "dynamic (weights as inputs)", "ms")])),
+    ]
+    if os.path.exists(file_model):
+        items.append(("orion_file_110m", lambda: orion(args, "orion_file_110m",
+                                                       ["inference", "--model", file_model], [
+            ("orion Stories110M file decode tok/s", "decode", "tok/s")])))
+        if args.run_c:
+            items.append(("runc_file_110m", lambda: run_c(args, "runc_file_110m")))
+    if not args.skip_torch:
+        threads = ["--threads", str(args.threads)]
+        for dtype in ["float32", "bfloat16", "float16"]:
+            key = f"torch_gpt2_decode_{dtype}"
+            items.append((key, lambda k=key, d=dtype: torch_peer(
+                args, k, ["gpt2-decode", "--dtype", d, *threads], [(f"torch GPT-2 decode {d} tok/s", "decode_tok_s")])))
+        items.append(("torch_gpt2_prefill", lambda: torch_peer(
+            args, "torch_gpt2_prefill", ["gpt2-prefill", *threads], [("torch GPT-2 prefill 128 f32 ms", "prefill_ms")])))
+        items.append(("torch_train_15m", lambda: torch_peer(
+            args, "torch_train_15m", ["train", "--shape", "stories15M", "--iterations", "3", *threads],
+            [("torch Stories15M step (8x256) ms", "step_ms")])))
+        items.append(("torch_train_110m", lambda: torch_peer(
+            args, "torch_train_110m", ["train", "--shape", "stories110M", "--iterations", "2", *threads],
+            [("torch Stories110M training tok/s", "tok_s")])))
+    return items
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orion", default="target/release/orion")
+    parser.add_argument("--run-c", help="a built llama2.c run.c binary")
+    parser.add_argument("--peers", default="/tmp/peers", help="directory of make_llama2c_model.py's files")
+    parser.add_argument("--python", default=sys.executable, help="a Python with torch and transformers")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quiet-wait", type=float, default=600)
+    parser.add_argument("--only", help="regular expression: run only measurements whose key matches")
+    parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--out", default="/tmp/orion-bench-results")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    samples = {}
+    items = [(k, f) for k, f in measurements(args) if not args.only or re.search(args.only, k)]
+    for r in range(args.rounds):
+        for key, measure in items:
+            idle = wait_quiet(args.quiet_wait)
+            for label, value in measure().items():
+                samples.setdefault(label, []).append(value)
+                print(f"round {r + 1} {label}: {value:.2f} (idle {idle:.0f}% before)", file=sys.stderr)
+    with open(os.path.join(args.out, "samples.json"), "w") as f:
+        json.dump(samples, f, indent=1)
+    print("| figure | median | best | rounds |\n|---|---|---|---|")
+    for label, values in samples.items():
+        best = min(values) if label.endswith(" ms") else max(values)
+        print(f"| {label} | {statistics.median(values):.1f} | {best:.1f} | {len(values)} |")
+
+
+if __name__ == "__main__":
+    main()
