@@ -27,7 +27,6 @@ use crate::model::{decode_mask, token_tensor, Model, WeightMode};
 use orion_core::backend::{Backend, Executable};
 use orion_core::{DType, Graph, Tensor};
 use std::collections::HashMap;
-use std::time::Instant;
 
 /// What to generate.
 #[derive(Clone, Debug, PartialEq)]
@@ -143,64 +142,13 @@ impl<'m> Generator<'m> {
         options: &GenerateOptions,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<Generation> {
-        let vocab = self.model.config().vocab_size;
-        if prompt.is_empty() {
-            return Err(ModelError::Usage("the prompt must have at least one token".into()));
-        }
-        if prompt.len() > self.capacity {
-            return Err(ModelError::Usage(format!(
-                "the prompt has {} tokens, more than the context of {}",
-                prompt.len(),
-                self.capacity
-            )));
-        }
-        let tokens = token_tensor(prompt, vocab)?;
-        let mut sampler = Sampler::new(options.sampling.clone(), options.seed)?;
-        let mut cache = KvCache::new(self.model.config(), self.capacity, self.dtype);
-        let mut timing = Timing {
-            prompt_tokens: prompt.len(),
-            ..Timing::default()
+        let cache = KvCache::new(self.model.config(), self.capacity, self.dtype);
+        let mut session = CpuSession {
+            generator: self,
+            cache,
+            inputs: Vec::new(),
         };
-        let mut out = Vec::new();
-        if options.max_new_tokens == 0 {
-            return Ok(Generation {
-                tokens: out,
-                stop: StopReason::MaxTokens,
-                timing,
-            });
-        }
-
-        let start = Instant::now();
-        let logits = self.prefill(tokens, &mut cache)?;
-        let mut next = sampler.sample(&logits)?;
-        timing.prefill_ms = start.elapsed().as_secs_f64() * 1e3;
-
-        let decode_start = Instant::now();
-        let mut inputs = Vec::new();
-        let stop = loop {
-            out.push(next);
-            if options.stop_tokens.contains(&next) {
-                break StopReason::StopToken(next);
-            }
-            if !on_token(next) {
-                break StopReason::Callback;
-            }
-            if out.len() >= options.max_new_tokens {
-                break StopReason::MaxTokens;
-            }
-            if cache.len() >= self.capacity {
-                break StopReason::ContextFull;
-            }
-            let logits = self.decode_step(next, &mut cache, &mut inputs)?;
-            timing.decode_steps += 1;
-            next = sampler.sample(&logits)?;
-        };
-        timing.decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
-        Ok(Generation {
-            tokens: out,
-            stop,
-            timing,
-        })
+        stepper::run_generation(&mut session, prompt, options, on_token)
     }
 
     /// Runs the prompt through the prefill graph, fills the cache, returns the last row's logits.
@@ -310,4 +258,31 @@ pub fn forward_logits(model: &Model, backend: &dyn Backend, tokens: &[u32]) -> R
     outputs
         .pop()
         .ok_or_else(|| ModelError::Usage("the forward graph returned no logits".into()))
+}
+
+/// One `generate` call of a [`Generator`]: its cache and the decode step's reused input tensors.
+struct CpuSession<'a, 'm> {
+    generator: &'a mut Generator<'m>,
+    cache: KvCache,
+    inputs: Vec<Tensor>,
+}
+
+impl stepper::TokenStepper for CpuSession<'_, '_> {
+    fn capacity(&self) -> usize {
+        self.generator.capacity
+    }
+
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn prefill(&mut self, prompt: &[u32]) -> Result<Vec<f32>> {
+        self.cache.clear();
+        let tokens = token_tensor(prompt, self.generator.model.config().vocab_size)?;
+        self.generator.prefill(tokens, &mut self.cache)
+    }
+
+    fn step(&mut self, token: u32) -> Result<Vec<f32>> {
+        self.generator.decode_step(token, &mut self.cache, &mut self.inputs)
+    }
 }
