@@ -3,9 +3,15 @@
 //! Invariants: `data.len() == shape.numel()`; the storage variant matches the dtype (`F32` and `F16`
 //! are stored as `f32`, `I32` as `i32`, `Bool` as `bool`); an `F16` tensor only ever holds values
 //! that are exactly representable in IEEE half precision (constructors round to nearest even).
+//!
+//! The storage is shared: cloning or reshaping a tensor is O(1) and copies no elements. Mutation
+//! goes through [`Tensor::as_f32_mut`], which copies the storage first only if another tensor
+//! still shares it (copy on write), so a holder of the only reference (a KV cache, an optimiser's
+//! parameters) updates in place.
 
 use crate::types::{DType, Shape, TensorType};
 use std::fmt;
+use std::sync::Arc;
 
 /// Element storage of a tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,12 +22,22 @@ pub enum TensorData {
     Bool(Vec<bool>),
 }
 
-/// A dense, row-major tensor.
+impl TensorData {
+    fn kind(&self) -> &'static str {
+        match self {
+            TensorData::Float(_) => "float",
+            TensorData::I32(_) => "i32",
+            TensorData::Bool(_) => "bool",
+        }
+    }
+}
+
+/// A dense, row-major tensor with shared, copy-on-write storage.
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
     dtype: DType,
     shape: Shape,
-    data: TensorData,
+    data: Arc<TensorData>,
 }
 
 /// Rounds an f32 to the nearest IEEE half value (ties to even), returned as f32.
@@ -42,11 +58,12 @@ impl Tensor {
     /// Builds a tensor, checking that `data` fits `dtype` and `shape`; rounds F16 data to half.
     pub fn new(dtype: DType, shape: impl Into<Shape>, data: TensorData) -> Result<Tensor, TensorDataError> {
         let shape = shape.into();
-        let (len, kind, fits) = match &data {
-            TensorData::Float(v) => (v.len(), "float", dtype.is_float()),
-            TensorData::I32(v) => (v.len(), "i32", dtype == DType::I32),
-            TensorData::Bool(v) => (v.len(), "bool", dtype == DType::Bool),
+        let (len, fits) = match &data {
+            TensorData::Float(v) => (v.len(), dtype.is_float()),
+            TensorData::I32(v) => (v.len(), dtype == DType::I32),
+            TensorData::Bool(v) => (v.len(), dtype == DType::Bool),
         };
+        let kind = data.kind();
         if !fits || len != shape.numel() {
             return Err(TensorDataError {
                 len,
@@ -58,7 +75,11 @@ impl Tensor {
             (DType::F16, TensorData::Float(v)) => TensorData::Float(v.into_iter().map(round_to_f16).collect()),
             (_, d) => d,
         };
-        Ok(Tensor { dtype, shape, data })
+        Ok(Tensor {
+            dtype,
+            shape,
+            data: Arc::new(data),
+        })
     }
 
     /// An f32 tensor. Panics if `values.len()` differs from the shape's element count, which is
@@ -104,7 +125,7 @@ impl Tensor {
         Tensor {
             dtype: ty.dtype,
             shape: ty.shape.clone(),
-            data,
+            data: Arc::new(data),
         }
     }
 
@@ -138,23 +159,38 @@ impl Tensor {
         &self.data
     }
 
+    /// The elements, without a copy when this tensor holds the only reference to its storage.
+    pub fn into_data(self) -> TensorData {
+        Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
+    }
+
+    /// Float elements for writing, or `None` for i32 and bool tensors. Copies the storage first
+    /// only when another tensor shares it. Writes to an `F16` tensor must keep every value
+    /// representable in half precision (the type's invariant); round with [`round_to_f16`].
+    pub fn as_f32_mut(&mut self) -> Option<&mut [f32]> {
+        match Arc::make_mut(&mut self.data) {
+            TensorData::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Float elements, or `None` for i32 and bool tensors.
     pub fn as_f32(&self) -> Option<&[f32]> {
-        match &self.data {
+        match &*self.data {
             TensorData::Float(v) => Some(v),
             _ => None,
         }
     }
 
     pub fn as_i32(&self) -> Option<&[i32]> {
-        match &self.data {
+        match &*self.data {
             TensorData::I32(v) => Some(v),
             _ => None,
         }
     }
 
     pub fn as_bool(&self) -> Option<&[bool]> {
-        match &self.data {
+        match &*self.data {
             TensorData::Bool(v) => Some(v),
             _ => None,
         }
@@ -162,16 +198,36 @@ impl Tensor {
 
     /// Every element converted to f32 (bool as 0/1), whatever the dtype.
     pub fn to_f32_vec(&self) -> Vec<f32> {
-        match &self.data {
+        match &*self.data {
             TensorData::Float(v) => v.clone(),
             TensorData::I32(v) => v.iter().map(|&x| x as f32).collect(),
             TensorData::Bool(v) => v.iter().map(|&x| if x { 1.0 } else { 0.0 }).collect(),
         }
     }
 
-    /// The same elements under another shape of equal element count.
+    /// The same elements under another shape of equal element count (shares the storage).
     pub fn reshaped(&self, shape: impl Into<Shape>) -> Result<Tensor, TensorDataError> {
-        Tensor::new(self.dtype, shape, self.data.clone())
+        let shape = shape.into();
+        if shape.numel() != self.numel() {
+            return Err(TensorDataError {
+                len: self.numel(),
+                kind: self.data.kind(),
+                ty: TensorType {
+                    dtype: self.dtype,
+                    shape,
+                },
+            });
+        }
+        Ok(Tensor {
+            dtype: self.dtype,
+            shape,
+            data: Arc::clone(&self.data),
+        })
+    }
+
+    /// Whether `self` and `other` share one storage (a clone or reshape of each other).
+    pub fn shares_storage_with(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
     }
 
     /// Bit-level equality that treats NaN as equal to NaN (for golden comparisons).
@@ -179,7 +235,7 @@ impl Tensor {
         if self.dtype != other.dtype || self.shape != other.shape {
             return false;
         }
-        match (&self.data, &other.data) {
+        match (&*self.data, &*other.data) {
             (TensorData::Float(a), TensorData::Float(b)) => a
                 .iter()
                 .zip(b)
@@ -217,6 +273,32 @@ mod tests {
     fn mismatched_data_is_an_error() {
         assert!(Tensor::new(DType::F32, [2, 2], TensorData::Float(vec![1.0; 3])).is_err());
         assert!(Tensor::new(DType::I32, [1], TensorData::Float(vec![1.0])).is_err());
+    }
+
+    #[test]
+    fn clones_share_storage_until_one_is_written() {
+        let a = Tensor::f32([2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        let mut b = a.reshaped([4]).unwrap();
+        assert!(b.shares_storage_with(&a));
+        b.as_f32_mut().unwrap()[0] = 9.0;
+        assert!(!b.shares_storage_with(&a));
+        assert_eq!(a.as_f32().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(b.as_f32().unwrap(), &[9.0, 2.0, 3.0, 4.0]);
+        let ptr = b.as_f32().unwrap().as_ptr();
+        b.as_f32_mut().unwrap()[1] = 8.0;
+        assert_eq!(b.as_f32().unwrap().as_ptr(), ptr, "a sole owner writes in place");
+        assert!(a.reshaped([3]).is_err());
+        assert!(Tensor::i32([1], vec![1]).as_f32_mut().is_none());
+    }
+
+    #[test]
+    fn into_data_of_a_sole_owner_keeps_the_buffer() {
+        let a = Tensor::f32([3], vec![1.0, 2.0, 3.0]);
+        let ptr = a.as_f32().unwrap().as_ptr();
+        match a.into_data() {
+            TensorData::Float(v) => assert_eq!(v.as_ptr(), ptr),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
