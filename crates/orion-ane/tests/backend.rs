@@ -109,7 +109,14 @@ const POSITIVE: (f32, f32) = (0.5, 2.0);
 fn unary_case(name: &'static str, op: UnaryOp) -> Case {
     let range = match op {
         UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Reciprocal => POSITIVE,
-        UnaryOp::Neg | UnaryOp::Exp | UnaryOp::Tanh | UnaryOp::Sigmoid | UnaryOp::Relu | UnaryOp::Erf => SIGNED,
+        UnaryOp::Neg
+        | UnaryOp::Exp
+        | UnaryOp::Tanh
+        | UnaryOp::Sigmoid
+        | UnaryOp::Relu
+        | UnaryOp::Erf
+        | UnaryOp::Sin
+        | UnaryOp::Cos => SIGNED,
     };
     let build: Build = match op {
         UnaryOp::Neg => |g, i| Ok(vec![g.unary(UnaryOp::Neg, i[0])?]),
@@ -122,6 +129,8 @@ fn unary_case(name: &'static str, op: UnaryOp) -> Case {
         UnaryOp::Sigmoid => |g, i| Ok(vec![g.unary(UnaryOp::Sigmoid, i[0])?]),
         UnaryOp::Relu => |g, i| Ok(vec![g.unary(UnaryOp::Relu, i[0])?]),
         UnaryOp::Erf => |g, i| Ok(vec![g.unary(UnaryOp::Erf, i[0])?]),
+        UnaryOp::Sin => |g, i| Ok(vec![g.unary(UnaryOp::Sin, i[0])?]),
+        UnaryOp::Cos => |g, i| Ok(vec![g.unary(UnaryOp::Cos, i[0])?]),
     };
     Case {
         name,
@@ -253,6 +262,20 @@ fn every_accepted_op_agrees_with_the_reference() {
     for case in accepted_cases() {
         let (graph, inputs) = case_graph(&case);
         check_everywhere(case.name, &graph, &inputs, Tolerance::F16);
+    }
+}
+
+#[test]
+fn sin_and_cos_run_from_m3_on_and_are_refused_before() {
+    for (name, op) in [("sin", UnaryOp::Sin), ("cos", UnaryOp::Cos)] {
+        let (graph, inputs) = case_graph(&unary_case(name, op));
+        for mode in MODES {
+            if let Err(e) = check(&graph, &inputs, "m4", mode, Tolerance::F16) {
+                panic!("{name} on m4 with {mode:?} weights: {e}");
+            }
+        }
+        let err = backend("m1", WeightMode::Baked).compile_program(&graph).unwrap_err();
+        assert!(err.to_string().contains("C31"), "{name} on m1: {err}");
     }
 }
 

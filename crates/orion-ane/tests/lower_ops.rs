@@ -11,7 +11,7 @@
 
 mod lower_support;
 
-use lower_support::{check_lowering, data, inputs_for, m1, m4, tensor_for};
+use lower_support::{check_lowering, data, inputs_for, lint_errors, m1, m4, tensor_for};
 use orion_ane::lower::{lower, IoDType, LowerOptions, WeightMode};
 use orion_ane::mil::Dialect;
 use orion_ane::profile::ChipProfile;
@@ -75,6 +75,13 @@ fn on_the_real_device(graph: &Graph, inputs: &[Tensor]) {
     }
     let chip = host_info().chip().expect("a known M-series chip");
     let profile = ChipProfile::builtin(chip.as_str()).expect("built-in profile");
+    let uses_sin_or_cos = graph
+        .nodes()
+        .iter()
+        .any(|n| matches!(n.op, orion_core::Op::Unary(UnaryOp::Sin | UnaryOp::Cos)));
+    if uses_sin_or_cos && !profile.limits.ops.sin_cos {
+        return; // refused before the device on this chip (C31), as tested on every platform
+    }
     let device = Arc::new(RealAne::open(profile).unwrap_or_else(|e| panic!("cannot open the ANE: {e}")));
     let expected = interpret(graph, inputs, Precision::F16Rounding).expect("reference interpreter");
     for weights in [WeightMode::Baked, WeightMode::Inputs] {
@@ -117,6 +124,39 @@ fn lower_error(graph: &Graph, profile: &ChipProfile, options: &LowerOptions) -> 
         Err(other) => panic!("expected a lowering error, got {other}"),
         Ok(p) => panic!("expected a lowering error, got a program:\n{}", p.mil_text),
     }
+}
+
+fn sin_and_cos_graph() -> Graph {
+    build("sin_cos", |g| {
+        let x = input(g, "x", &[4, 8])?;
+        let s = g.unary(UnaryOp::Sin, x)?;
+        let c = g.unary(UnaryOp::Cos, x)?;
+        g.set_output("s", s)?;
+        g.set_output("c", c)
+    })
+}
+
+#[test]
+fn sin_and_cos_lower_from_m3_and_are_refused_before() {
+    let g = sin_and_cos_graph();
+    let inputs = inputs_for(&g, 5);
+    for chip in ["m3", "m4", "m5"] {
+        let profile = ChipProfile::builtin(chip).unwrap();
+        let program = check_lowering(&g, &inputs, &profile, &LowerOptions::default(), Tolerance::F16);
+        assert!(
+            program.mil_text.contains(" sin(") && program.mil_text.contains(" cos("),
+            "{chip}"
+        );
+    }
+    for chip in ["m1", "m2"] {
+        let program = lower(&g, &ChipProfile::builtin(chip).unwrap(), &LowerOptions::default()).unwrap();
+        let errors = lint_errors(&program.lint).join("\n");
+        assert!(
+            errors.contains("C31") && errors.contains("sin") && errors.contains("cos"),
+            "{chip}: {errors}"
+        );
+    }
+    on_the_real_device(&g, &inputs);
 }
 
 // ---- matmul and conv ---------------------------------------------------------------------------
@@ -234,7 +274,11 @@ fn conv1x1_with_baked_and_runtime_weights() {
 
 #[test]
 fn unary_ops() {
-    for u in UnaryOp::ALL {
+    // sin and cos exist only from M3 on: `sin_and_cos_lower_from_m3_and_are_refused_before`.
+    for u in UnaryOp::ALL
+        .into_iter()
+        .filter(|u| !matches!(u, UnaryOp::Sin | UnaryOp::Cos))
+    {
         let positive = matches!(u, UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Reciprocal);
         let mut g = Graph::new(format!("unary_{}", u.name()));
         let x = input(&mut g, "x", &[4, 8]).unwrap();

@@ -52,27 +52,10 @@ fn differences(probed: &ChipProfile, expected: &ChipProfile) -> Vec<String> {
         .collect()
 }
 
-/// The simulator has no `sin`/`cos` (the IR has no such op), so on chips whose profile allows them the
-/// probe sees the compile fail. That is a gap of the simulator, not of the probe: the difference is
-/// accepted only with exactly that observation, and disappears once the simulator runs sin/cos.
-fn known_simulator_gaps(report: &ProbeReport, expected: &ChipProfile) -> Vec<String> {
-    let sin = report.experiment("sin/cos").expect("a sin/cos experiment");
-    let cannot_run_sin = sin.observed.contains("unsupported operation 'sin'");
-    if expected.limits.ops.sin_cos && !report.profile.limits.ops.sin_cos && cannot_run_sin {
-        vec!["limits.ops.sin_cos: probed false, expected true".to_string()]
-    } else {
-        Vec::new()
-    }
-}
-
 fn assert_recovers(expected: ChipProfile) {
     let report = probe(expected.clone(), &ProbeOptions::default());
     report.profile.validate().unwrap();
-    let gaps = known_simulator_gaps(&report, &expected);
-    let diffs: Vec<String> = differences(&report.profile, &expected)
-        .into_iter()
-        .filter(|d| !gaps.contains(d))
-        .collect();
+    let diffs = differences(&report.profile, &expected);
     assert!(
         diffs.is_empty(),
         "{}:\n{}\n{}",
@@ -148,6 +131,7 @@ fn altered_m4() -> ChipProfile {
     l.ops.matmul_inner_multiple = 16;
     l.ops.layer_norm = true;
     l.ops.weights_reload_takes_effect = true;
+    l.ops.sin_cos = false;
     l.numerics.matmul_overflow_to_inf = false;
     l.numerics.width_offset_slice_gain = true;
     let c = &mut p.cost;
@@ -171,11 +155,7 @@ fn an_altered_simulator_is_measured_not_copied() {
     let altered = altered_m4();
     let builtin = ChipProfile::builtin("m4").unwrap();
     let report = probe(altered.clone(), &ProbeOptions::default());
-    let gaps = known_simulator_gaps(&report, &altered);
-    let diffs: Vec<String> = differences(&report.profile, &altered)
-        .into_iter()
-        .filter(|d| !gaps.contains(d))
-        .collect();
+    let diffs = differences(&report.profile, &altered);
     assert!(diffs.is_empty(), "{}\n{}", diffs.join("\n"), report.table());
     // The alteration touched every measured field, so none of them can have come from the reference.
     let changed = differences(&altered, &builtin);

@@ -25,10 +25,14 @@ pub enum UnaryOp {
     Sigmoid,
     Relu,
     Erf,
+    /// Sine of an angle in radians (used by rotary position embeddings computed in-graph).
+    Sin,
+    /// Cosine of an angle in radians.
+    Cos,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 10] = [
+    pub const ALL: [UnaryOp; 12] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Log,
@@ -39,6 +43,8 @@ impl UnaryOp {
         UnaryOp::Sigmoid,
         UnaryOp::Relu,
         UnaryOp::Erf,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +59,8 @@ impl UnaryOp {
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::Relu => "relu",
             UnaryOp::Erf => "erf",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
         }
     }
 }

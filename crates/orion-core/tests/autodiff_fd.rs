@@ -55,6 +55,16 @@ fn unary_reciprocal() {
 }
 
 #[test]
+fn unary_sin() {
+    check_unary(UnaryOp::Sin, uniform(&[2, 3], -3.0, 3.0, 13));
+}
+
+#[test]
+fn unary_cos() {
+    check_unary(UnaryOp::Cos, uniform(&[2, 3], -3.0, 3.0, 14));
+}
+
+#[test]
 fn unary_tanh() {
     check_unary(UnaryOp::Tanh, uniform(&[2, 3], -1.5, 1.5, 7));
 }

@@ -86,6 +86,8 @@ fn unary_ops_match_std_math() {
                 UnaryOp::Sigmoid => 1.0 / (1.0 + (-v).exp()),
                 UnaryOp::Relu => v.max(0.0),
                 UnaryOp::Erf => erf_by_integration(v),
+                UnaryOp::Sin => f64::from(v).sin() as f32,
+                UnaryOp::Cos => f64::from(v).cos() as f32,
             })
             .collect();
         let y = run1(Op::Unary(op), &[&x]);

@@ -439,6 +439,9 @@ fn unary(cx: &mut Cx<'_>, node: &Node, u: UnaryOp) -> Result<String, String> {
         UnaryOp::Sigmoid => "sigmoid",
         UnaryOp::Relu => "relu",
         UnaryOp::Erf => "erf",
+        // Native from M3 on; the constraint lint rejects them on earlier chips (C31).
+        UnaryOp::Sin => "sin",
+        UnaryOp::Cos => "cos",
         // MIL has no negation.
         UnaryOp::Neg => {
             let minus_one = cx.em.fp16_scalar("minus_one", -1.0);

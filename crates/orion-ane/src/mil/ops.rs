@@ -47,6 +47,8 @@ pub(super) fn convert(cx: &mut Converter<'_>, op: &Operation) -> Result<Vec<Valu
         "sigmoid" => one(unary(cx, op, UnaryOp::Sigmoid)),
         "relu" => one(unary(cx, op, UnaryOp::Relu)),
         "erf" => one(unary(cx, op, UnaryOp::Erf)),
+        "sin" => one(unary(cx, op, UnaryOp::Sin)),
+        "cos" => one(unary(cx, op, UnaryOp::Cos)),
         "log" => one(unary_with_epsilon(cx, op, UnaryOp::Log, 1e-45)),
         "rsqrt" => one(unary_with_epsilon(cx, op, UnaryOp::Rsqrt, 1e-12)),
         "inverse" => one(unary_with_epsilon(cx, op, UnaryOp::Reciprocal, 1e-4)),

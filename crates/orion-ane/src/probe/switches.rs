@@ -207,8 +207,8 @@ fn multi_record(s: &mut Session<'_>, x: &[f32]) -> Step<()> {
     switch(s, &sw, program, &[x.to_vec()], None)
 }
 
-/// C31: `sin` and `cos`; the reference interpreter has neither, so the expected values are the CPU's
-/// sin/cos of the fp16 inputs, rounded to fp16.
+/// C31: `sin` and `cos`; the expected values are the host's sin/cos (libm, f32) of the fp16 inputs,
+/// rounded to fp16 — computed here independently of the device and the interpreter.
 fn sin_cos(s: &mut Session<'_>, x: &[f32]) -> Step<()> {
     let sw = Switch {
         rule: "C31",

@@ -183,6 +183,17 @@ fn unary_vjp(g: &mut Graph, op: UnaryOp, x: ValueId, y: ValueId, dy: ValueId) ->
             let scaled = g.mul_scalar(dy, std::f32::consts::FRAC_2_SQRT_PI)?;
             g.mul(scaled, e)
         }
+        // d sin = cos x
+        UnaryOp::Sin => {
+            let c = g.unary(UnaryOp::Cos, x)?;
+            g.mul(dy, c)
+        }
+        // d cos = -sin x
+        UnaryOp::Cos => {
+            let s = g.unary(UnaryOp::Sin, x)?;
+            let neg = g.unary(UnaryOp::Neg, dy)?;
+            g.mul(neg, s)
+        }
     }
 }
 

@@ -158,6 +158,8 @@ fn unary(op: UnaryOp, src: &[f32], dst: &mut [f32]) {
         UnaryOp::Sigmoid => vmath::map(Func::Sigmoid, src, dst),
         UnaryOp::Relu => map(src, dst, |x| if x < 0.0 { 0.0 } else { x }),
         UnaryOp::Erf => map(src, dst, erf),
+        UnaryOp::Sin => map(src, dst, f32::sin),
+        UnaryOp::Cos => map(src, dst, f32::cos),
     }
 }
 

@@ -31,6 +31,8 @@ fn unary_fn(op: UnaryOp) -> fn(f32) -> f32 {
         UnaryOp::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
         UnaryOp::Relu => |x| if x < 0.0 { 0.0 } else { x },
         UnaryOp::Erf => erf,
+        UnaryOp::Sin => f32::sin,
+        UnaryOp::Cos => f32::cos,
     }
 }
 

@@ -6,7 +6,7 @@ pub use random_graph::{op_coverage, random_graph, random_inputs, RandomGraphOpti
 
 /// The mnemonic of every op of the closed set, written out by hand (not derived from `Op`), so that
 /// coverage tests notice an op that a generator or a hand-built graph forgets.
-pub const ALL_OP_NAMES: [&str; 42] = [
+pub const ALL_OP_NAMES: [&str; 44] = [
     "input",
     "const",
     "matmul",
@@ -21,6 +21,8 @@ pub const ALL_OP_NAMES: [&str; 42] = [
     "sigmoid",
     "relu",
     "erf",
+    "sin",
+    "cos",
     "add",
     "sub",
     "mul",

@@ -511,6 +511,8 @@ impl<'o> Generator<'o> {
             UnaryOp::Sigmoid,
             UnaryOp::Relu,
             UnaryOp::Erf,
+            UnaryOp::Sin,
+            UnaryOp::Cos,
         ];
         let op = ops[self.rng.gen_range(0..ops.len())];
         let bound = match op {
