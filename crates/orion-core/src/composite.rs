@@ -163,7 +163,7 @@ pub fn causal_attention(g: &mut Graph, q: ValueId, k: ValueId, v: ValueId) -> Re
 /// `[T, H·d] → [H, T, d]`.
 pub fn split_heads(g: &mut Graph, x: ValueId, heads: usize) -> Result<ValueId> {
     let d = g.dims(x);
-    if d.len() != 2 || heads == 0 || d[1] % heads != 0 {
+    if d.len() != 2 || heads == 0 || !d[1].is_multiple_of(heads) {
         return Err(composite_error(
             "split_heads",
             format!("cannot split {d:?} into {heads} heads"),
@@ -189,7 +189,7 @@ pub fn merge_heads(g: &mut Graph, x: ValueId) -> Result<ValueId> {
 /// `x [.., T, d]` with even `d`; `cos, sin [T, d]` from [`rope_tables`].
 pub fn rope(g: &mut Graph, x: ValueId, cos: ValueId, sin: ValueId) -> Result<ValueId> {
     let d = *g.dims(x).last().unwrap_or(&0);
-    if d == 0 || d % 2 != 0 {
+    if d == 0 || !d.is_multiple_of(2) {
         return Err(composite_error(
             "rope",
             format!("head dimension {d} must be even and non-zero"),

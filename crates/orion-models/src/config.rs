@@ -123,13 +123,13 @@ impl ModelConfig {
                 return Err(ModelError::Config(format!("field `{name}` must be positive")));
             }
         }
-        if self.dim % self.n_heads != 0 {
+        if !self.dim.is_multiple_of(self.n_heads) {
             return Err(ModelError::Config(format!(
                 "`dim` {} is not a multiple of `n_heads` {}",
                 self.dim, self.n_heads
             )));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(ModelError::Config(format!(
                 "`n_heads` {} is not a multiple of `n_kv_heads` {}",
                 self.n_heads, self.n_kv_heads
@@ -146,7 +146,7 @@ impl ModelConfig {
                 "GPT-2 has no grouped-query attention: `n_kv_heads` {} != `n_heads` {}",
                 self.n_kv_heads, self.n_heads
             ))),
-            Family::Llama if self.head_dim() % 2 != 0 => Err(ModelError::Config(format!(
+            Family::Llama if !self.head_dim().is_multiple_of(2) => Err(ModelError::Config(format!(
                 "head dimension {} (`dim` / `n_heads`) must be even for RoPE",
                 self.head_dim()
             ))),

@@ -78,7 +78,7 @@ impl<'a> BlobFile<'a> {
 
     /// The record whose metadata starts at `offset` (a MIL offset).
     pub fn record(&self, offset: u64) -> Result<&BlobRecord<'a>, BlobError> {
-        if offset % BLOB_ALIGNMENT != 0 {
+        if !offset.is_multiple_of(BLOB_ALIGNMENT) {
             return Err(BlobError::Misaligned { offset });
         }
         match self.records.binary_search_by_key(&offset, |r| r.offset) {
@@ -295,7 +295,7 @@ fn check_size(record: usize, offset: u64, dtype: BlobDType, size: u64, padding_b
     let bits = u64::from(dtype.bits());
     if dtype.is_sub_byte() {
         // Minimal packing leaves fewer than 8 unused bits; an empty record has none.
-        let valid = padding_bits < 8 && padding_bits <= size * 8 && (size * 8 - padding_bits) % bits == 0;
+        let valid = padding_bits < 8 && padding_bits <= size * 8 && (size * 8 - padding_bits).is_multiple_of(bits);
         if !valid {
             return Err(BlobError::BadPadding {
                 record,
@@ -307,7 +307,7 @@ fn check_size(record: usize, offset: u64, dtype: BlobDType, size: u64, padding_b
         }
         return Ok(());
     }
-    if size % (bits / 8) != 0 {
+    if !size.is_multiple_of(bits / 8) {
         return Err(BlobError::SizeNotMultiple {
             record,
             offset,

@@ -652,7 +652,7 @@ fn program_cost(graph: &Graph, profile: &ChipProfile, io_bytes: f64, io: &[(Vec<
         .unwrap_or((1, 1));
     let aligned = io.iter().all(|(dims, dtype)| {
         let row = dims.last().copied().unwrap_or(1) * element_bytes(*dtype).unwrap_or(1);
-        row % alignment.max(1) == 0
+        row.is_multiple_of(alignment.max(1))
     });
     let alignment_factor = if aligned { 1.0 } else { UNALIGNED_EFFICIENCY };
     let effective = penalised / alignment_factor;

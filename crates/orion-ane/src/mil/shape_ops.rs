@@ -219,7 +219,7 @@ pub(super) fn split(cx: &mut Converter<'_>, op: &Operation) -> Result<Vec<ValueI
                 Some(n) => extent(op, n, "num_splits")?,
                 None => op.results.len(),
             };
-            if pieces == 0 || pieces > shape[a].max(1) || shape[a] % pieces != 0 {
+            if pieces == 0 || pieces > shape[a].max(1) || !shape[a].is_multiple_of(pieces) {
                 return Err(op_error(
                     op,
                     &format!(

@@ -320,7 +320,7 @@ impl ChipProfile {
                 return Err((field, format!("{value} is not a positive power of two")));
             }
         }
-        if l.min_surface_bytes % l.surface_alignment_bytes != 0 {
+        if !l.min_surface_bytes.is_multiple_of(l.surface_alignment_bytes) {
             return Err((
                 "limits.min_surface_bytes",
                 format!(

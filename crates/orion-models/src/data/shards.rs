@@ -17,7 +17,7 @@ pub fn read_shard(path: &Path) -> Result<Vec<u16>> {
 
 /// The ids of a shard's bytes; `origin` names the file in errors.
 pub fn parse_shard(bytes: &[u8], origin: &Path) -> Result<Vec<u16>> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(ModelError::format(
             origin,
             format!(
