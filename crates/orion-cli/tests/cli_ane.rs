@@ -7,41 +7,10 @@ use orion_core::interp::tolerance::{compare, Tolerance};
 use orion_core::interp::{interpret, Precision};
 use orion_core::{DType, Graph, Tensor, TensorType};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn orion(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orion"))
-        .args(args)
-        .output()
-        .expect("the orion binary runs")
-}
+mod support;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected a failure, stdout:\n{}",
-        text(&out.stdout)
-    );
-    text(&out.stderr)
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
-}
+use support::{fails, ok, orion, path, text};
 
 fn ramp(n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|i| ((i % 13) as f32 - 6.0) * scale).collect()

@@ -9,41 +9,10 @@ use orion_ane::mil::{
 use orion_core::{DType, Graph, TensorType};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn orion(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_orion"))
-        .args(args)
-        .output()
-        .expect("the orion binary runs")
-}
+mod support;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected a failure, stdout:\n{}",
-        text(&out.stdout)
-    );
-    text(&out.stderr)
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().expect("temp paths are UTF-8")
-}
+use support::{fails, ok, orion, path, text};
 
 /// `orion probe --device ane-sim --chip CHIP --quick --out DIR/CHIP.json`; the profile as JSON.
 fn probed(dir: &Path, chip: &str) -> (std::path::PathBuf, Value) {

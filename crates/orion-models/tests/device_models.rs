@@ -15,14 +15,15 @@ use orion_core::backend::Backend;
 use orion_core::cpu::CpuBackend;
 use orion_core::DType;
 use orion_models::config::{Family, ModelConfig};
-use orion_models::data::dataset::{Batcher, BatcherConfig, TokenStream};
 use orion_models::generate::layered::{LayeredGenerator, LayeredOptions};
 use orion_models::generate::{GenerateOptions, Generator};
-use orion_models::optim::{AdamWConfig, LossScalerConfig, Schedule};
-use orion_models::train::{StepPrograms, StepRunner, TrainOptions, Trainer};
+use orion_models::train::Trainer;
 use orion_models::Model;
 use std::path::PathBuf;
 use std::sync::Arc;
+use support::{synthetic_trainer, SyntheticRun};
+
+mod support;
 
 #[cfg(target_vendor = "apple")]
 fn real_device() -> Arc<dyn AneDevice> {
@@ -67,49 +68,30 @@ fn greedy_tokens_match_the_cpu(device: Arc<dyn AneDevice>) {
 }
 
 fn trainer(device: &dyn Backend, dtype: DType) -> Trainer {
-    let cfg = ModelConfig {
-        family: Family::Llama,
-        dim: 64,
-        n_layers: 2,
-        n_heads: 4,
-        n_kv_heads: 2,
-        vocab_size: 32,
-        hidden_dim: 128,
-        max_seq_len: 32,
-        norm_eps: 1e-5,
-        rope_theta: 10000.0,
-        tied_embeddings: true,
-        biases: false,
-    };
-    let ids: Vec<u32> = (0..8000u32).map(|i| (i * 11 + i / 7) % 32).collect();
-    let batcher_cfg = BatcherConfig {
-        batch_size: 2,
-        seq_len: 32,
-        shuffle: true,
-        seed: 5,
-        val_fraction: 0.1,
-        vocab_size: 32,
-    };
-    let batcher = Batcher::new(TokenStream::from_ids("synthetic", ids), batcher_cfg).unwrap();
-    let cpu = CpuBackend::default();
-    let programs = StepPrograms::new(&cfg, 32, 2, device, dtype, &cpu).unwrap();
-    let runner = StepRunner::new(cfg.clone(), 32, 2, programs);
-    let options = TrainOptions {
-        accum: 1,
-        adamw: AdamWConfig {
-            lr: 3e-3,
-            ..AdamWConfig::default()
+    let run = SyntheticRun {
+        cfg: ModelConfig {
+            family: Family::Llama,
+            dim: 64,
+            n_layers: 2,
+            n_heads: 4,
+            n_kv_heads: 2,
+            vocab_size: 32,
+            hidden_dim: 128,
+            max_seq_len: 32,
+            norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            tied_embeddings: true,
+            biases: false,
         },
-        schedule: Schedule::Constant,
-        clip: Some(1.0),
-        loss_scaler: if dtype == DType::F16 {
-            LossScalerConfig::fp16()
-        } else {
-            LossScalerConfig::f32()
-        },
-        seed: 1,
+        tokens: 8000,
+        mul: 11,
+        div: 7,
+        lr: 3e-3,
+        batcher_seed: 5,
+        model_seed: 2,
+        train_seed: 1,
     };
-    Trainer::new(runner, &Model::random(cfg, 2).unwrap(), batcher, options).unwrap()
+    synthetic_trainer(&run, device, dtype)
 }
 
 fn twenty_training_steps_track_the_cpu(device: Arc<dyn AneDevice>) {

@@ -12,12 +12,12 @@ use orion_core::cpu::CpuBackend;
 use orion_core::interp::Precision;
 use orion_core::{DType, Tensor};
 use orion_models::config::{Family, ModelConfig};
-use orion_models::data::dataset::{Batcher, BatcherConfig, TokenStream};
-use orion_models::optim::{AdamWConfig, LossScalerConfig, Schedule};
 use orion_models::train::patch::judge;
-use orion_models::train::{StepPrograms, StepRunner, Strategy, TrainOptions, Trainer, UpdateEvent, WeightUpdater};
-use orion_models::Model;
+use orion_models::train::{Strategy, Trainer, UpdateEvent, WeightUpdater};
 use std::sync::Arc;
+use support::{synthetic_trainer, SyntheticRun};
+
+mod support;
 
 const STEPS: usize = 6;
 
@@ -39,36 +39,17 @@ fn config() -> ModelConfig {
 }
 
 fn trainer(device: &dyn Backend, dtype: DType) -> Trainer {
-    let cfg = config();
-    let ids: Vec<u32> = (0..4000u32).map(|i| (i * 7 + i / 5) % 16).collect();
-    let batcher_cfg = BatcherConfig {
-        batch_size: 2,
-        seq_len: 32,
-        shuffle: true,
-        seed: 3,
-        val_fraction: 0.1,
-        vocab_size: 16,
+    let run = SyntheticRun {
+        cfg: config(),
+        tokens: 4000,
+        mul: 7,
+        div: 5,
+        lr: 1e-2,
+        batcher_seed: 3,
+        model_seed: 4,
+        train_seed: 9,
     };
-    let batcher = Batcher::new(TokenStream::from_ids("synthetic", ids), batcher_cfg).unwrap();
-    let cpu = CpuBackend::default();
-    let programs = StepPrograms::new(&cfg, 32, 2, device, dtype, &cpu).unwrap();
-    let runner = StepRunner::new(cfg.clone(), 32, 2, programs);
-    let options = TrainOptions {
-        accum: 1,
-        adamw: AdamWConfig {
-            lr: 1e-2,
-            ..AdamWConfig::default()
-        },
-        schedule: Schedule::Constant,
-        clip: Some(1.0),
-        loss_scaler: if dtype == DType::F16 {
-            LossScalerConfig::fp16()
-        } else {
-            LossScalerConfig::f32()
-        },
-        seed: 9,
-    };
-    Trainer::new(runner, &Model::random(cfg, 4).unwrap(), batcher, options).unwrap()
+    synthetic_trainer(&run, device, dtype)
 }
 
 /// Losses of `STEPS` steps with `strategy`, and every update event.
