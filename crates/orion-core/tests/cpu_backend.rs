@@ -289,6 +289,34 @@ fn few_row_products_with_transposed_weights_match_in_both_orientations() {
 }
 
 #[test]
+fn weights_read_only_as_transposed_right_operands_of_multi_row_products_are_stored_transposed() {
+    for (m, k, n) in [(2, 3, 5), (37, 70, 33), (128, 300, 200)] {
+        let (g, inputs) = linear_graph(m, k, n, false);
+        let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
+        assert_eq!(
+            (summary.kernels.clone(), summary.transposed_weights),
+            (vec!["gemm"], 1),
+            "m={m}"
+        );
+        // Half weights and single-row products (the matrix-vector kernel) keep the stored layout.
+        let (g, inputs) = linear_graph(m, k, n, true);
+        let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F16));
+        assert_eq!(summary.transposed_weights, 0);
+    }
+    let (g, inputs) = linear_graph(1, 64, 48, false);
+    assert_eq!(check(&g, &inputs).transposed_weights, 0);
+    // A weight also read untransposed (or as a graph output) stays as stored.
+    let mut g = Graph::new("two_uses");
+    let x = g.input("x", TensorType::new(DType::F32, [6, 8])).unwrap();
+    let w = g.constant(Tensor::f32([8, 8], values(64, 5))).unwrap();
+    let y = g.matmul(x, w, false, true).unwrap();
+    let z = g.matmul(y, w, false, false).unwrap();
+    g.set_output("z", z).unwrap();
+    let inputs = vec![Tensor::f32([6, 8], values(48, 6))];
+    assert_eq!(check(&g, &inputs).transposed_weights, 0);
+}
+
+#[test]
 fn a_weight_also_used_as_a_table_keeps_f32_for_the_gather_and_half_for_the_product() {
     // A tied embedding: gather rows of `w [n, k]`, then multiply by `wᵀ`.
     let (n, k) = (50, 24);
@@ -692,4 +720,42 @@ proptest! {
             (a, e) => prop_assert!(false, "seed {}: cpu {:?} vs interpreter {:?}", seed, a.err(), e.err()),
         }
     }
+}
+
+/// Checks the outputs of the `outputs` graph of `outputs_handed_over_..._later_runs` on `x`.
+fn check_outputs(run: &[Tensor], x: &[f32]) {
+    let square: Vec<f32> = x.iter().map(|v| v * v).collect();
+    assert_eq!(run[1].as_f32().unwrap(), &square[..]);
+    assert_eq!(run[2].as_f32().unwrap(), &square[..]);
+    assert_eq!(run[3].as_f32().unwrap(), x);
+    for (&t, &v) in run[0].as_f32().unwrap().iter().zip(x) {
+        assert!((t as f64 - (v as f64).tanh()).abs() < 1e-6, "{t} vs tanh({v})");
+    }
+}
+
+#[test]
+fn outputs_handed_over_without_copies_survive_later_runs() {
+    // One output alone in its slot (handed over), one value returned under two names (copied),
+    // and an input returned as it is (shared); large enough for the spare pool.
+    let dims = [300usize, 301];
+    let mut g = Graph::new("outputs");
+    let x = g.input("x", TensorType::new(DType::F32, dims.to_vec())).unwrap();
+    let alone = g.unary(UnaryOp::Tanh, x).unwrap();
+    let twice = g.mul(x, x).unwrap();
+    g.set_output("alone", alone).unwrap();
+    g.set_output("twice_a", twice).unwrap();
+    g.set_output("twice_b", twice).unwrap();
+    g.set_output("same", x).unwrap();
+    let exe = compile(&g, CpuOptions::default());
+    let input = |seed: u64| vec![Tensor::f32(dims, values(dims[0] * dims[1], seed))];
+    let (kept_inputs, recycled_inputs, last_inputs) = (input(1), input(2), input(3));
+    let kept = exe.run(&kept_inputs).unwrap();
+    assert!(kept[3].shares_storage_with(&kept_inputs[0]));
+    // Outputs given back to the spare pool become the buffers of later runs.
+    let recycled = exe.run(&recycled_inputs).unwrap();
+    check_outputs(&recycled, recycled_inputs[0].as_f32().unwrap());
+    recycled.into_iter().for_each(orion_core::cpu::recycle);
+    let last = exe.run(&last_inputs).unwrap();
+    check_outputs(&last, last_inputs[0].as_f32().unwrap());
+    check_outputs(&kept, kept_inputs[0].as_f32().unwrap());
 }

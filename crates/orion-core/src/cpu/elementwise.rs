@@ -72,43 +72,63 @@ impl FusedProgram {
         }
     }
 
-    /// Output elements `start..start + out.len()`.
+    /// Output elements `start..start + out.len()`. A leaf with the output's shape is read in place
+    /// (not copied into its register) and the last instruction writes straight into `out`.
     fn run_range(&self, leaves: &[&[f32]], start: usize, out: &mut [f32]) {
         let registers = self.leaves.len() + self.instrs.len();
         let mut regs = vec![0.0f32; registers * BLOCK];
         let mut halves = vec![f16::ZERO; BLOCK];
+        let in_place: Vec<bool> = match self.instrs.is_empty() {
+            true => vec![false; self.leaves.len()],
+            false => self.leaves.iter().map(Broadcaster::is_identity).collect(),
+        };
         for (b, out_block) in out.chunks_mut(BLOCK).enumerate() {
             let position = start + b * BLOCK;
             let len = out_block.len();
             for (i, (reader, data)) in self.leaves.iter().zip(leaves).enumerate() {
-                reader.gather(data, position, &mut regs[i * BLOCK..i * BLOCK + len]);
+                if !in_place[i] {
+                    reader.gather(data, position, &mut regs[i * BLOCK..i * BLOCK + len]);
+                }
             }
             for (j, instr) in self.instrs.iter().enumerate() {
                 let dst = self.leaves.len() + j;
                 let (below, above) = regs.split_at_mut(dst * BLOCK);
-                let result = &mut above[..len];
-                let reg = |r: usize| &below[r * BLOCK..r * BLOCK + len];
-                match *instr {
-                    Instr::Unary { op, src, round } => {
-                        unary(op, reg(src), result);
-                        if round {
-                            round_half(result, &mut halves);
-                        }
-                    }
-                    Instr::Binary { op, a, b, round } => {
-                        binary(op, reg(a), reg(b), result);
-                        if round {
-                            round_half(result, &mut halves);
-                        }
-                    }
-                    Instr::RoundHalf { src } => {
-                        result.copy_from_slice(reg(src));
-                        round_half(result, &mut halves);
-                    }
-                }
+                let result: &mut [f32] = match dst + 1 == registers {
+                    true => &mut out_block[..],
+                    false => &mut above[..len],
+                };
+                let reg = |r: usize| match in_place.get(r) {
+                    Some(true) => &leaves[r][position..position + len],
+                    _ => &below[r * BLOCK..r * BLOCK + len],
+                };
+                run_instr(*instr, reg, result, &mut halves);
             }
-            let last = registers - 1;
-            out_block.copy_from_slice(&regs[last * BLOCK..last * BLOCK + len]);
+            if self.instrs.is_empty() {
+                let last = registers - 1;
+                out_block.copy_from_slice(&regs[last * BLOCK..last * BLOCK + len]);
+            }
+        }
+    }
+}
+
+/// One instruction on one block: `reg(r)` reads register `r`, the result goes to `result`.
+fn run_instr<'a>(instr: Instr, reg: impl Fn(usize) -> &'a [f32], result: &mut [f32], halves: &mut [f16]) {
+    match instr {
+        Instr::Unary { op, src, round } => {
+            unary(op, reg(src), result);
+            if round {
+                round_half(result, halves);
+            }
+        }
+        Instr::Binary { op, a, b, round } => {
+            binary(op, reg(a), reg(b), result);
+            if round {
+                round_half(result, halves);
+            }
+        }
+        Instr::RoundHalf { src } => {
+            result.copy_from_slice(reg(src));
+            round_half(result, halves);
         }
     }
 }

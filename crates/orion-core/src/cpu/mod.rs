@@ -12,7 +12,8 @@
 //!
 //! Invariants: `compile` verifies the graph and does all planning; `run` checks inputs, then only
 //! executes steps, reusing arena buffers between runs (a `Mutex`-guarded pool, so concurrent runs
-//! each get their own arena), on the worker threads of [`install`]'s pool (or the options' own
+//! each get their own arena; a graph output alone in its slot leaves with its buffer, which the
+//! arena replaces), on the worker threads of [`install`]'s pool (or the options' own
 //! pool). Results match the reference interpreter in `Precision::F32` within `Tolerance::F32`
 //! (data movement and reductions bit for bit; elementwise ops bit for bit except `exp`, `tanh` and
 //! `sigmoid`, within a few ulp; softmax and matrix products up to summation order); F16-typed
@@ -36,6 +37,7 @@ mod strided;
 mod vmath;
 
 pub use plan::PlanSummary;
+pub use storage::{recycle, recycle_vec, spare_buffer};
 
 use crate::backend::{Backend, Executable};
 use crate::error::Result;
@@ -125,6 +127,7 @@ impl CpuBackend {
         };
         Ok(CpuExecutable {
             graph_name: graph.name().to_string(),
+            sole_output: sole_outputs(&plan),
             plan,
             pool,
             arenas: Mutex::new(Vec::new()),
@@ -160,6 +163,8 @@ pub struct CpuExecutable {
     graph_name: String,
     plan: Plan,
     pool: Option<rayon::ThreadPool>,
+    /// Per graph output: the only output in its slot (handed over without a copy).
+    sole_output: Vec<bool>,
     /// Arenas not in use by a run; a run takes one (or makes one) and puts it back.
     arenas: Mutex<Vec<Vec<Buf>>>,
 }
@@ -245,17 +250,81 @@ impl CpuExecutable {
             }
         }
         let mut outputs = Vec::with_capacity(self.plan.outputs.len());
-        for (operand, ty) in &self.plan.outputs {
-            let data = match exec::view(&self.plan, operand, inputs, arena)? {
-                View::Float(v) => TensorData::Float(v.to_vec()),
-                View::I32(v) => TensorData::I32(v.to_vec()),
-                View::Bool(v) => TensorData::Bool(v.to_vec()),
-                View::Half(v) => TensorData::Float(v.iter().map(|h| h.to_f32()).collect()),
-            };
-            outputs.push(Tensor::new(ty.dtype, ty.shape.clone(), data)?);
+        for (index, (operand, ty)) in self.plan.outputs.iter().enumerate() {
+            outputs.push(self.output(index, operand, ty, inputs, arena)?);
         }
         Ok(outputs)
     }
+
+    /// Graph output `index` after a run. A value alone in its slot is handed over without copying
+    /// (the slot gets a buffer from the spare pool, or a fresh zeroed one, for the next run); an input or f32 constant returned whole shares its storage; any
+    /// other value (several outputs in one slot, half constants, part of a buffer) is copied.
+    fn output(
+        &self,
+        index: usize,
+        operand: &plan::Operand,
+        ty: &crate::types::TensorType,
+        inputs: &[Tensor],
+        arena: &mut [Buf],
+    ) -> Result<Tensor> {
+        let whole = |t: &Tensor| t.dtype() == ty.dtype && t.numel() == operand.numel;
+        let shared = match operand.loc {
+            plan::Loc::Input(i) => inputs.get(i).filter(|t| whole(t)).cloned(),
+            plan::Loc::Const(c) => match self.plan.consts.get(c) {
+                Some(plan::ConstData::Tensor(t)) if whole(t) => Some(Tensor::clone(t)),
+                _ => None,
+            },
+            plan::Loc::Slot(_) => None,
+        };
+        if let Some(t) = shared {
+            return Ok(t.reshaped(ty.shape.clone())?);
+        }
+        if let (plan::Loc::Slot(s), true) = (operand.loc, self.sole_output.get(index) == Some(&true)) {
+            if let (Some(buf), Some(&(kind, len))) = (arena.get_mut(s), self.plan.slots.get(s)) {
+                let fresh = match kind {
+                    storage::StorageKind::Float => Buf::Float(storage::spare_buffer(len)),
+                    storage::StorageKind::I32 | storage::StorageKind::Bool => Buf::zeroed(kind, len),
+                };
+                let data = match std::mem::replace(buf, fresh) {
+                    Buf::Float(mut v) => TensorData::Float({
+                        v.truncate(operand.numel);
+                        v
+                    }),
+                    Buf::I32(mut v) => TensorData::I32({
+                        v.truncate(operand.numel);
+                        v
+                    }),
+                    Buf::Bool(mut v) => TensorData::Bool({
+                        v.truncate(operand.numel);
+                        v
+                    }),
+                };
+                return Ok(Tensor::new(ty.dtype, ty.shape.clone(), data)?);
+            }
+        }
+        let data = match exec::view(&self.plan, operand, inputs, arena)? {
+            View::Float(v) => TensorData::Float(v.to_vec()),
+            View::I32(v) => TensorData::I32(v.to_vec()),
+            View::Bool(v) => TensorData::Bool(v.to_vec()),
+            View::Half(v) => TensorData::Float(v.iter().map(|h| h.to_f32()).collect()),
+        };
+        Ok(Tensor::new(ty.dtype, ty.shape.clone(), data)?)
+    }
+}
+
+/// For each graph output: whether it is the only output read from its arena slot (so its buffer
+/// can be handed over after a run).
+fn sole_outputs(plan: &Plan) -> Vec<bool> {
+    let slot_of = |o: &plan::Operand| match o.loc {
+        plan::Loc::Slot(s) => Some(s),
+        plan::Loc::Input(_) | plan::Loc::Const(_) => None,
+    };
+    plan.outputs
+        .iter()
+        .map(|(o, _)| {
+            slot_of(o).is_some_and(|s| plan.outputs.iter().filter(|(p, _)| slot_of(p) == Some(s)).count() == 1)
+        })
+        .collect()
 }
 
 impl Executable for CpuExecutable {

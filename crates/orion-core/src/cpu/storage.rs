@@ -4,12 +4,16 @@
 //! Invariants: a buffer's kind is fixed by the plan (f32 storage for both float dtypes, i32, bool);
 //! a view is exactly as long as the value it shows (a buffer may be longer: slots are reused by
 //! values of different sizes). Half-precision storage exists only for constant weights
-//! (`View::Half`), which only the matmul kernels read.
+//! (`View::Half`), which only the matmul kernels read. The spare pool ([`recycle`], [`spare_buffer`])
+//! holds at most `SPARE_MAX_BYTES` of large f32 buffers given back for reuse; a buffer taken from
+//! it has unspecified (initialised) values, which its taker overwrites.
 
 use crate::error::Result;
 use crate::interp::exec_error;
+use crate::tensor::{Tensor, TensorData};
 use crate::types::DType;
 use half::f16;
+use std::sync::Mutex;
 
 /// Storage kind of a value: which buffer variant holds it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +64,74 @@ impl Buf {
             StorageKind::Bool => Buf::Bool(vec![false; len]),
         }
     }
+}
+
+/// f32 buffers at least this long are kept for reuse by [`recycle_vec`] (shorter ones the
+/// allocator reuses without system calls).
+const SPARE_MIN_LEN: usize = 1 << 16;
+/// Most bytes the spare pool holds; buffers given back beyond it are freed.
+const SPARE_MAX_BYTES: usize = 1 << 31;
+
+/// Large f32 buffers given back by their users for reuse as new output buffers: the run that
+/// hands over an output (see `CpuExecutable::run`) then writes into memory that is already paged
+/// in, instead of the allocator mapping fresh pages that fault in on first write and unmapping
+/// them when the output is dropped.
+struct Spare {
+    buffers: Vec<Vec<f32>>,
+    bytes: usize,
+}
+
+static SPARE: Mutex<Spare> = Mutex::new(Spare {
+    buffers: Vec::new(),
+    bytes: 0,
+});
+
+fn spare_pool() -> std::sync::MutexGuard<'static, Spare> {
+    SPARE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Gives a float tensor's storage to the spare pool when it is large (a tensor sharing its
+/// storage with another is copied first, so give back only tensors you hold alone).
+pub fn recycle(tensor: Tensor) {
+    if tensor.numel() < SPARE_MIN_LEN || tensor.as_f32().is_none() {
+        return;
+    }
+    if let TensorData::Float(values) = tensor.into_data() {
+        recycle_vec(values);
+    }
+}
+
+/// Gives a buffer to the spare pool when it is large and the pool has room (else frees it).
+pub fn recycle_vec(values: Vec<f32>) {
+    let bytes = values.capacity() * std::mem::size_of::<f32>();
+    if values.capacity() < SPARE_MIN_LEN {
+        return;
+    }
+    let mut pool = spare_pool();
+    if pool.bytes + bytes <= SPARE_MAX_BYTES {
+        pool.bytes += bytes;
+        pool.buffers.push(values);
+    }
+}
+
+/// A buffer of `len` f32 values: a spare one (the smallest holding `len` to `2·len` elements,
+/// with whatever values it held) or, when none fits, a new zero-filled one. Callers overwrite it.
+pub fn spare_buffer(len: usize) -> Vec<f32> {
+    if len >= SPARE_MIN_LEN {
+        let mut pool = spare_pool();
+        let best = (pool.buffers.iter().enumerate())
+            .filter(|(_, b)| b.capacity() >= len && b.capacity() <= 2 * len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        if let Some(i) = best {
+            let mut values = pool.buffers.swap_remove(i);
+            pool.bytes -= values.capacity() * std::mem::size_of::<f32>();
+            drop(pool);
+            values.resize(len, 0.0);
+            return values;
+        }
+    }
+    vec![0.0; len]
 }
 
 /// A read-only view of an operand's elements.
@@ -179,4 +251,30 @@ pub(crate) fn typed_views<'a, T: Elem>(views: &[View<'a>], op: &str) -> Result<V
         .iter()
         .map(|&v| T::from_view(v).ok_or_else(|| kind_error(op, "the planned kind")))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_buffers_are_reused_at_the_asked_length_and_not_for_much_shorter_ones() {
+        // A length no other test asks for, so the pool's buffer is this test's.
+        let len = SPARE_MIN_LEN * 3 + 17;
+        let given: Vec<f32> = (0..len).map(|i| i as f32).collect();
+        let address = given.as_ptr();
+        recycle_vec(given);
+        let shorter = spare_buffer(len - 5);
+        assert_eq!(shorter.len(), len - 5);
+        assert_eq!(shorter.as_ptr(), address);
+        assert_eq!(shorter[len - 6], (len - 6) as f32);
+        // Too large a buffer for the length asked (more than twice) is not handed out; it stays
+        // in the pool for a length it fits.
+        recycle_vec(shorter);
+        let small = spare_buffer(len / 3);
+        assert_eq!(small.len(), len / 3);
+        assert_ne!(small.as_ptr(), address);
+        let fitting = spare_buffer(len);
+        assert_eq!(fitting.as_ptr(), address);
+    }
 }

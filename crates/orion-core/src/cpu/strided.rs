@@ -53,6 +53,11 @@ impl Broadcaster {
         }
     }
 
+    /// True when the operand has the output's shape (output element `i` is source element `i`).
+    pub(crate) fn is_identity(&self) -> bool {
+        self.identity
+    }
+
     /// Writes output elements `start..start + dst.len()` of the broadcast operand `src` to `dst`.
     pub(crate) fn gather<T: Copy>(&self, src: &[T], start: usize, dst: &mut [T]) {
         let len = dst.len();

@@ -1,7 +1,7 @@
 //! Vectorisable transcendental functions of the CPU backend: `exp`, `tanh` and `sigmoid` written
 //! branch-free (range reduction, a polynomial, selects), so LLVM turns a loop over a slice into
-//! SIMD code; the slice functions are additionally compiled for AVX2 and picked at run time on
-//! x86-64 (`is_x86_feature_detected!`). They replace per-element calls into the C library
+//! SIMD code; the slice functions are additionally compiled for AVX-512F and for AVX2 and picked at
+//! run time on x86-64 (`is_x86_feature_detected!`). They replace per-element calls into the C library
 //! (`f32::exp`, `f32::tanh`) in softmax, GELU, SiLU and the cross-entropy (the `transcendental`
 //! bench compares the two).
 //!
@@ -11,7 +11,7 @@
 //! (an absolute error under 1.2e-38), above `f32::MAX` are `inf`; NaN stays NaN. `tanh` (Cephes'
 //! `tanhf`: an odd polynomial below 0.625, `1 − 2/(e^{2|x|} + 1)` above) and `sigmoid`
 //! (`1/(1 + e^{−x})`, the interpreter's formula) within 4 ulp, or 1e-7 absolute near zero
-//! crossings. No fused multiply-adds are used, so the plain and the AVX2 builds give identical bits.
+//! crossings. No fused multiply-adds are used, so the plain, AVX2 and AVX-512 builds give identical bits.
 //!
 //! Invariant: the slice functions write `dst[i] = f(src[i])` for every `i < min(len)`, nothing else.
 #![allow(unsafe_code)]
@@ -30,15 +30,19 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let xc = x.clamp(EXP_MIN, EXP_MAX);
-    let n = (xc * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let shifted = xc * LOG2E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_66) * r
         + 0.5;
     let y = p * (r * r) + r + 1.0;
     // 2ⁿ as two factors 2^(n/2) so n = 128 (x just below EXP_MAX) and n = -126 stay representable.
-    let n = n as i32;
+    // The integer n is read from the bits of `shifted` (1.5·2²³ + n, whose unit in the last place
+    // is 1): equal to `n as i32` for every clamped x, and unlike that saturating cast it vectorises
+    // (for a NaN x the value is NaN whatever the scale).
+    let n = (shifted.to_bits() as i32).wrapping_sub(ROUND_MAGIC.to_bits() as i32);
     let half = n >> 1;
-    let scale = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    let scale = |e: i32| f32::from_bits((e.wrapping_add(127) as u32) << 23);
     let value = y * scale(half) * scale(n - half);
     if x < EXP_MIN {
         0.0
@@ -82,6 +86,13 @@ pub(crate) enum Func {
 /// `dst[i] = f(src[i])`.
 pub(crate) fn map(f: Func, src: &[f32], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above); the function only reads `src`
+        // and writes `dst` through safe slice code.
+        unsafe { wide::map(f, src, dst) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above); the function only reads `src` and
         // writes `dst` through safe slice code.
@@ -95,6 +106,11 @@ pub(crate) fn map(f: Func, src: &[f32], dst: &mut [f32]) {
 /// numerator and denominator in one pass.
 pub(crate) fn exp_shifted_sum(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: as in `map`.
+        return unsafe { wide::exp_shifted_sum(src, shift, dst) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: as in `map`.
         return unsafe { exp_shifted_sum_avx2(src, shift, dst) };
@@ -104,6 +120,11 @@ pub(crate) fn exp_shifted_sum(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
 
 /// `values[i] = e^(values[i] − shift)` in place; returns their sum (as [`sum_plain`]).
 pub(crate) fn exp_shifted_sum_in_place(values: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: as in `map`.
+        return unsafe { wide::exp_shifted_sum_in_place(values, shift) };
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: as in `map`.
@@ -150,6 +171,11 @@ fn exp_shifted_sum_plain(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
 
 /// The largest element (NaN if any is NaN; −inf for an empty slice), in lanes as [`sum_plain`].
 pub(crate) fn max(values: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked just above); the body is safe slice code.
+        return unsafe { wide::max(values) };
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above); the body is safe slice code.
@@ -242,6 +268,41 @@ unsafe fn map_avx2(f: Func, src: &[f32], dst: &mut [f32]) {
 #[target_feature(enable = "avx2")]
 unsafe fn exp_shifted_sum_avx2(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
     exp_shifted_sum_plain(src, shift, dst)
+}
+
+/// The slice loops compiled with AVX-512F enabled (the same code as the plain and AVX2 builds, so
+/// the same lanes and bits; LLVM uses 16-wide registers).
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use super::Func;
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn map(f: Func, src: &[f32], dst: &mut [f32]) {
+        super::map_plain(f, src, dst)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn exp_shifted_sum(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
+        super::exp_shifted_sum_plain(src, shift, dst)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn exp_shifted_sum_in_place(values: &mut [f32], shift: f32) -> f32 {
+        super::exp_shifted_sum_in_place_plain(values, shift)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max(values: &[f32]) -> f32 {
+        super::max_plain(values)
+    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,10 @@
 //! Invariants: `m` and `v` of a parameter have the length of that parameter; the step counter counts
 //! applied updates only (a step skipped by the loss scaler is not an update); the state round-trips
 //! exactly through [`AdamW::state`] / [`AdamW::from_state`] (f32 bits are kept), which is what makes
-//! resumed training bit-identical.
+//! resumed training bit-identical. The per-element pass is `kernels::adamw_update` (vectorised, split
+//! over two threads for large tensors, bit-identical to the scalar formula above).
 
+use super::kernels::{adamw_update, AdamWCoefficients};
 use crate::error::{ModelError, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -174,13 +176,15 @@ impl AdamW {
             } else {
                 decay_factor
             };
-            for i in 0..p.len() {
-                let gi = g[i];
-                m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
-                v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
-                let denom = v[i].sqrt() / bias2_sqrt + cfg.eps;
-                p[i] = p[i] * decay - step_size * m[i] / denom;
-            }
+            let coefficients = AdamWCoefficients {
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: cfg.eps,
+                step_size,
+                bias2_sqrt,
+                decay,
+            };
+            adamw_update(p, g, m, v, coefficients);
         }
         Ok(())
     }

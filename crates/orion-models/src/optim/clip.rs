@@ -1,11 +1,13 @@
 //! Global-norm gradient clipping (as `torch.nn.utils.clip_grad_norm_` with the 2-norm).
 //!
 //! The norm is `sqrt(Σ g²)` over every element of every gradient, accumulated in f64 in the
-//! deterministic name order of the map. Gradients are scaled by `max_norm / norm` only when the norm
-//! is finite and strictly above `max_norm` (no ε fudge: a norm at or below the limit is untouched).
+//! deterministic name order of the map (per tensor in fixed chunks, see `kernels::sum_of_squares`).
+//! Gradients are scaled by `max_norm / norm` only when the norm is finite and strictly above
+//! `max_norm` (no ε fudge: a norm at or below the limit is untouched).
 //! A non-finite norm is returned unchanged and nothing is scaled: non-finite gradients are the loss
 //! scaler's business, and hiding them here would hide a bug.
 
+use super::kernels::{scale_in_place, sum_of_squares};
 use std::collections::BTreeMap;
 
 /// The global 2-norm of all gradients (f64 accumulation, returned as f32).
@@ -14,14 +16,7 @@ pub fn global_norm(grads: &BTreeMap<String, Vec<f32>>) -> f32 {
 }
 
 fn global_norm_f64(grads: &BTreeMap<String, Vec<f32>>) -> f64 {
-    let sum: f64 = grads
-        .values()
-        .flat_map(|g| g.iter())
-        .map(|&x| {
-            let x = x as f64;
-            x * x
-        })
-        .sum();
+    let sum: f64 = grads.values().map(|g| sum_of_squares(g)).sum();
     sum.sqrt()
 }
 
@@ -33,9 +28,7 @@ pub fn clip_global_norm(grads: &mut BTreeMap<String, Vec<f32>>, max_norm: f32) -
     if limit.is_finite() && limit > 0.0 && norm.is_finite() && norm > limit {
         let scale = (limit / norm) as f32;
         for g in grads.values_mut() {
-            for x in g.iter_mut() {
-                *x *= scale;
-            }
+            scale_in_place(g, scale);
         }
     }
     norm as f32

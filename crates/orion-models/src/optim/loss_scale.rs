@@ -111,7 +111,7 @@ pub struct LossScaler {
 
 /// Whether every element of every gradient is finite.
 pub fn all_finite(grads: &BTreeMap<String, Vec<f32>>) -> bool {
-    grads.values().all(|g| g.iter().all(|x| x.is_finite()))
+    grads.values().all(|g| super::kernels::all_finite(g))
 }
 
 impl LossScaler {

@@ -7,10 +7,12 @@
 //! - `adamw`: [`AdamW`] (decoupled weight decay; norms and biases excluded) and its serialisable state.
 //! - `schedule`: [`Schedule`] (constant, linear warmup + cosine decay) and [`learning_rate`].
 //! - `clip`: [`clip_global_norm`] (norm accumulated in f64).
+//! - `kernels` (private): the vectorised, thread-split per-element passes the others use.
 //! - `loss_scale`: [`LossScaler`] (overflow detection, skip + back-off, growth; counters).
 
 pub mod adamw;
 pub mod clip;
+mod kernels;
 pub mod loss_scale;
 pub mod schedule;
 

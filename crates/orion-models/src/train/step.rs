@@ -21,7 +21,8 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::weight_specs;
 use orion_core::cpu::kernels::{gemm_f32, softmax_cross_entropy, MatRef};
-use orion_core::{DType, Tensor};
+use orion_core::cpu::{recycle_vec, spare_buffer};
+use orion_core::{DType, Tensor, TensorData};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
@@ -162,7 +163,7 @@ impl StepRunner {
         let x = take_output(&embed.forward, out, "x")?;
         timings.embed_ms += ms_since(clock);
         clock = Instant::now();
-        let (x, kept) = self.layers_forward(&mut weights, &x.to_f32_vec())?;
+        let (x, kept) = self.layers_forward(&mut weights, &into_f32_vec(x))?;
         timings.forward_ms += ms_since(clock);
         clock = Instant::now();
         let (loss, mut dx) = self.head(&mut weights, x, &batch.targets, &mut grads)?;
@@ -175,8 +176,8 @@ impl StepRunner {
         clock = Instant::now();
         let cot = Tensor::f32([n, d], dx);
         let data = vec![("tokens", tokens), ("grad_x", cot)];
-        let out = self.run(&embed.backward, data, &mut weights, None)?;
-        collect_grads(&embed.backward, &out, |n| n.to_string(), &mut layer_grads)?;
+        let mut out = self.run(&embed.backward, data, &mut weights, None)?;
+        collect_grads(&embed.backward, &mut out, |n| n.to_string(), &mut layer_grads)?;
         timings.embed_ms += ms_since(clock);
         let inv = 1.0 / loss_scale;
         for (name, mut g) in layer_grads {
@@ -368,7 +369,8 @@ impl StepRunner {
         let mut data = vec![("x".to_string(), x), ("grad_y".to_string(), dy)];
         data.extend(saved);
         let (mut out, mut data) = self.run_with(bwd, data, weights, Some(layer))?;
-        collect_grads(bwd, &out, |n| layer_weight_name(&self.cfg, n, layer), grads)?;
+        collect_grads(bwd, &mut out, |n| layer_weight_name(&self.cfg, n, layer), grads)?;
+        let mut spent = Vec::new();
         if let Some(dw) = &self.programs.layer_dw {
             let start = Instant::now();
             let operands = dw
@@ -377,16 +379,22 @@ impl StepRunner {
                 .iter()
                 .map(|name| to_dtype(dw_operand(bwd, &mut out, &mut data, name)?, DType::F32))
                 .collect::<Result<Vec<_>>>()?;
-            let grads_out = dw.program.exe.run(&operands)?;
+            let mut grads_out = dw.program.exe.run(&operands)?;
             collect_grads(
                 &dw.program,
-                &grads_out,
+                &mut grads_out,
                 |n| layer_weight_name(&self.cfg, n, layer),
                 grads,
             )?;
+            spent = operands;
             timings.weight_grad_ms += ms_since(start);
         }
-        take_named(bwd, &mut out, "grad_x")
+        let dx = take_named(bwd, &mut out, "grad_x")?;
+        // The activations, their gradients and the weight-gradient operands are done with: their
+        // storage goes to the CPU backend's spare pool for the next step's outputs.
+        let done = out.into_iter().chain(data.into_iter().map(|(_, t)| t)).chain(spent);
+        done.for_each(orion_core::cpu::recycle);
+        Ok(dx)
     }
 
     /// The head on all rows: final norm, classifier and cross-entropy, and their backward; adds the
@@ -402,12 +410,12 @@ impl StepRunner {
         let norm = &self.programs.head;
         let x = Tensor::f32([n, d], x);
         let out = self.run(&norm.forward, vec![("x", x.clone())], weights, None)?;
-        let x_norm = take_output(&norm.forward, out, "x_norm")?.to_f32_vec();
+        let x_norm = into_f32_vec(take_output(&norm.forward, out, "x_norm")?);
         let (loss, d_norm) = self.classifier(weights, &x_norm, targets, grads)?;
         let data = vec![("x", x), ("grad_x_norm", Tensor::f32([n, d], d_norm))];
-        let out = self.run(&norm.backward, data, weights, None)?;
-        collect_grads(&norm.backward, &out, |n| n.to_string(), grads)?;
-        Ok((loss, take_output(&norm.backward, out, "grad_x")?.to_f32_vec()))
+        let mut out = self.run(&norm.backward, data, weights, None)?;
+        collect_grads(&norm.backward, &mut out, |n| n.to_string(), grads)?;
+        Ok((loss, into_f32_vec(take_output(&norm.backward, out, "grad_x")?)))
     }
 
     /// Classifier and mean cross-entropy of `x_norm [N, D]` ([`fused_classifier`]); adds the
@@ -429,7 +437,7 @@ impl StepRunner {
             })?;
         let block = CLASSIFIER_BLOCK / self.cfg.vocab_size.max(1);
         let (loss, dx, dw) = fused_classifier(w, self.cfg.dim, x_norm, targets, block)?;
-        add_grad(grads, name, &dw)?;
+        add_grad(grads, name, dw)?;
         Ok((loss, dx))
     }
 }
@@ -469,10 +477,12 @@ fn classifier_blocks(
     let (n, v) = (targets.len(), w.len() / d);
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let block = block.clamp(1, n);
-    let mut logits = vec![0.0f32; block * v];
+    // Every element of these buffers is written before it is read (`gemm` without accumulation
+    // first), so recycled buffers from the CPU backend's spare pool serve.
+    let mut logits = spare_buffer(block * v);
     // The classifier's gradient is accumulated transposed (`x_normᵀ · dz`, [D, V]): measured
     // faster in `gemm` than `dzᵀ · x_norm`.
-    let (mut dx, mut dw_t) = (vec![0.0f32; n * d], vec![0.0f32; v * d]);
+    let (mut dx, mut dw_t) = (spare_buffer(n * d), spare_buffer(v * d));
     let mut total = 0.0f64;
     for r0 in (0..n).step_by(block) {
         let rows = block.min(n - r0);
@@ -503,14 +513,17 @@ fn classifier_blocks(
         let x_t = MatRef { data: xs, rs: 1, cs: d };
         gemm_f32(&mut dw_t, v, x_t, dz, (d, v, rows), r0 > 0, threads)?;
     }
-    Ok(((total / n as f64) as f32, dx, transpose(&dw_t, d, v)))
+    let dw = transpose(&dw_t, d, v);
+    recycle_vec(logits);
+    recycle_vec(dw_t);
+    Ok(((total / n as f64) as f32, dx, dw))
 }
 
 /// The transpose `[cols, rows]` of the row-major `[rows, cols]` matrix `m`, in square tiles (so
 /// both sides are read and written a cache line at a time).
 fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     const TILE: usize = 32;
-    let mut out = vec![0.0f32; rows * cols];
+    let mut out = spare_buffer(rows * cols); // every element is written below
     for r0 in (0..rows).step_by(TILE) {
         for c0 in (0..cols).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {
@@ -575,11 +588,11 @@ fn join_rows(chunks: &[Tensor]) -> Vec<f32> {
     out
 }
 
-/// Adds `values` to the gradient `key` (inserting it when absent).
-fn add_grad(grads: &mut Params, key: &str, values: &[f32]) -> Result<()> {
+/// Adds `values` to the gradient `key` (inserting it, without a copy, when absent).
+fn add_grad(grads: &mut Params, key: &str, values: Vec<f32>) -> Result<()> {
     match grads.get_mut(key) {
         Some(acc) if acc.len() == values.len() => {
-            acc.iter_mut().zip(values).for_each(|(a, v)| *a += v);
+            acc.iter_mut().zip(&values).for_each(|(a, v)| *a += v);
             Ok(())
         }
         Some(acc) => Err(ModelError::Usage(format!(
@@ -588,27 +601,40 @@ fn add_grad(grads: &mut Params, key: &str, values: &[f32]) -> Result<()> {
             acc.len()
         ))),
         None => {
-            grads.insert(key.to_string(), values.to_vec());
+            grads.insert(key.to_string(), values);
             Ok(())
         }
     }
 }
 
-/// Adds every `grad_<weight>` output of `program` (all but `grad_x`) to `grads`, named by `rename`.
-fn collect_grads(program: &Program, out: &[Tensor], rename: impl Fn(&str) -> String, grads: &mut Params) -> Result<()> {
-    for (name, tensor) in program.outputs.iter().zip(out) {
+/// Moves every `grad_<weight>` output of `program` (all but `grad_x`) out of `out` (a placeholder
+/// stays behind) and adds it to `grads`, named by `rename`.
+fn collect_grads(
+    program: &Program,
+    out: &mut [Tensor],
+    rename: impl Fn(&str) -> String,
+    grads: &mut Params,
+) -> Result<()> {
+    for (name, tensor) in program.outputs.iter().zip(out.iter_mut()) {
         let Some(input) = name.strip_prefix("grad_") else {
             continue;
         };
         if input == "x" {
             continue;
         }
-        match tensor.as_f32() {
-            Some(values) => add_grad(grads, &rename(input), values)?,
-            None => add_grad(grads, &rename(input), &tensor.to_f32_vec())?,
-        }
+        let values = into_f32_vec(std::mem::replace(tensor, placeholder()));
+        add_grad(grads, &rename(input), values)?;
     }
     Ok(())
+}
+
+/// The elements of `t` as f32, without a copy when `t` holds the only reference to float storage.
+fn into_f32_vec(t: Tensor) -> Vec<f32> {
+    match t.into_data() {
+        TensorData::Float(v) => v,
+        TensorData::I32(v) => v.into_iter().map(|x| x as f32).collect(),
+        TensorData::Bool(v) => v.into_iter().map(|x| if x { 1.0 } else { 0.0 }).collect(),
+    }
 }
 
 /// `t` converted to the float `dtype` (rounded to half for f16); integer tensors unchanged.
