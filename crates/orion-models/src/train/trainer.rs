@@ -136,9 +136,22 @@ impl Trainer {
             timings.add(&out.timings);
             let clock = Instant::now();
             loss += out.loss / accum as f32;
-            for (name, g) in out.grads {
-                let acc = grads.entry(name).or_insert_with(|| vec![0.0; g.len()]);
-                acc.iter_mut().zip(&g).for_each(|(a, v)| *a += v / accum as f32);
+            let share = accum as f32;
+            for (name, mut g) in out.grads {
+                match grads.entry(name) {
+                    // The first micro-batch's gradient becomes the sum in place, without a fresh
+                    // buffer: `0 + v / accum` is what adding it to zeros gives, bit for bit (with one
+                    // micro-batch only the sign of a zero may differ, which no later step can see).
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        if accum > 1 {
+                            g.iter_mut().for_each(|v| *v = 0.0 + *v / share);
+                        }
+                        slot.insert(g);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut slot) => {
+                        slot.get_mut().iter_mut().zip(&g).for_each(|(a, v)| *a += v / share);
+                    }
+                }
             }
             timings.optimizer_ms += ms_since(clock);
         }
