@@ -173,11 +173,9 @@ impl<'m> Generator<'m> {
     /// Feeds `token` at position `cache.len()`; stores its keys/values; returns its logits.
     ///
     /// `inputs` holds the decode graph's inputs from one step to the next: the first step binds them
-    /// all; later steps replace each data input in place, one tensor at a time (a fresh copy of each
-    /// cache tensor, then the old one freed), so the allocator reuses the freed block for the next
-    /// tensor. Building all the cache copies first and freeing the old set afterwards let the
-    /// allocator hand the freed memory back to the system and fault it in again, page by page, on
-    /// every step (measured: a fifth of a GPT-2 step).
+    /// all; later steps replace each data input. The cache inputs share the cache's storage (no
+    /// copy) and are released right after the run (see [`release_cache_inputs`]), so the cache is
+    /// again the only owner of its tensors and stores the step's new rows in place.
     fn decode_step(&self, token: u32, cache: &mut KvCache, inputs: &mut Vec<Tensor>) -> Result<Vec<f32>> {
         let position = cache.len();
         let pos = i32::try_from(position).map_err(|_| ModelError::Usage(format!("position {position} too large")))?;
@@ -203,10 +201,22 @@ impl<'m> Generator<'m> {
                 };
             }
         }
-        let outputs = self.decode.run(inputs)?;
+        let outputs = self.decode.run(inputs);
+        release_cache_inputs(&self.decode_graph, inputs);
+        let outputs = outputs?;
         let logits = store_step_outputs(&self.decode_graph, &outputs, cache, self.model.config().n_layers)?;
         cache.advance(1)?;
         Ok(logits)
+    }
+}
+
+/// Replaces the `cache.*` tensors among a decode step's `inputs` by empty placeholders, dropping
+/// the step's references to the cache's storage (the next step puts fresh references back).
+fn release_cache_inputs(graph: &Graph, inputs: &mut [Tensor]) {
+    for (slot, (name, _, _)) in inputs.iter_mut().zip(graph.inputs()) {
+        if name.starts_with("cache.") {
+            *slot = Tensor::f32([0], Vec::new());
+        }
     }
 }
 
@@ -229,8 +239,11 @@ fn store_step_outputs(graph: &Graph, outputs: &[Tensor], cache: &mut KvCache, la
     }
     let logits = get("logits")?;
     let vocab = logits.shape().dims().last().copied().unwrap_or(0);
-    let all = logits.to_f32_vec();
-    Ok(all[all.len().saturating_sub(vocab)..].to_vec())
+    let last_row = |all: &[f32]| all[all.len().saturating_sub(vocab)..].to_vec();
+    Ok(match logits.as_f32() {
+        Some(all) => last_row(all),
+        None => last_row(&logits.to_f32_vec()),
+    })
 }
 
 /// Greedy generation without a cache: the full forward graph on the growing sequence at every
