@@ -7,7 +7,8 @@
 //! stored lines. Products with fewer than `SWAP_MAX_ROWS` rows whose right operand has contiguous
 //! columns are computed as `(W · xᵀ)ᵀ`: measured on GPT-2's 128-row prefill shapes with weights
 //! read from memory (as in prefill), 1.6–1.9× faster in `gemm`; with weights hot in cache (the
-//! `prefill_gemm` bench) both orientations run alike.
+//! `prefill_gemm` bench) both orientations run alike. Products of 64–255 rows with `n ≤ k` are
+//! split into one single-threaded `gemm` per block of rows (see [`splits_rows`]).
 //!
 //! Unsafe: the `gemm` entry point takes raw pointers and strides; [`gemm_strided`] holds the only
 //! unsafe block and checks, before the call, that every element the call can touch lies inside
@@ -39,6 +40,11 @@ const CONVERT_PAR_MIN: usize = 1 << 18;
 /// Products with fewer rows than this and a right operand with contiguous columns are computed
 /// transposed (see [`gemm_oriented`]).
 const SWAP_MAX_ROWS: usize = 256;
+/// Fewest rows, and fewest multiply-adds, of a product split into row blocks by
+/// [`gemm_row_halves`] rather than threaded inside `gemm`: measured on GPT-2's 128-row prefill
+/// (`n ≤ k` shapes 1.15–1.2× faster split; `n > k` shapes slower, so those stay in `gemm`).
+const ROW_SPLIT_MIN_ROWS: usize = 64;
+const ROW_SPLIT_MIN_WORK: usize = 1 << 24;
 /// Multiply-adds from which a single-row (or single-column) product is split across tasks.
 const SPLIT_MIN_WORK: usize = 1 << 16;
 /// Fewest output columns (or rows) one task of a split product computes.
@@ -502,11 +508,41 @@ fn gemm_product(
             rs: plan.b.rs,
             cs: plan.b.cs,
         };
-        gemm_oriented(out, n, a_ref, b_ref, (m, n, k), false, threads)
+        if splits_rows(m, n, k, threads) {
+            gemm_row_halves(out, a_ref, b_ref, (m, n, k), threads)
+        } else {
+            gemm_oriented(out, n, a_ref, b_ref, (m, n, k), false, threads)
+        }
     };
     scratch_a.give_back();
     scratch_b.give_back();
     result
+}
+
+/// True for the products [`gemm_row_halves`] computes: a few hundred rows, a wide reduction
+/// (`n ≤ k`, e.g. GPT-2's MLP down-projection `[128, 3072]·[3072, 768]`) and enough work for
+/// every thread.
+fn splits_rows(m: usize, n: usize, k: usize, threads: usize) -> bool {
+    threads > 1 && (ROW_SPLIT_MIN_ROWS..SWAP_MAX_ROWS).contains(&m) && n <= k && m * n * k >= ROW_SPLIT_MIN_WORK
+}
+
+/// `out = a · b` (dense `[m, n]`) as one single-threaded `gemm` call per block of `m / threads`
+/// rows, the blocks run as rayon tasks.
+fn gemm_row_halves(
+    out: &mut [f32],
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    (m, n, k): (usize, usize, usize),
+    threads: usize,
+) -> Result<()> {
+    let rows = m.div_ceil(threads);
+    out.par_chunks_mut(rows * n).enumerate().try_for_each(|(t, o)| {
+        let part = MatRef {
+            data: a.data.get(t * rows * a.rs..).unwrap_or(&[]),
+            ..a
+        };
+        gemm_oriented(o, n, part, b, (o.len() / n, n, k), false, 1)
+    })
 }
 
 /// Elements spanned by a dense `[rows, cols]` matrix in `layout`.
@@ -619,6 +655,28 @@ fn convert(src: &[f16], scratch: &mut Vec<f32>, threads: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_blocks_match_a_plain_loop_with_an_odd_row_count() {
+        let (m, n, k) = (67, 5, 9);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        // b stored transposed ([n, k]), as prefill weights are read.
+        let b: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 11) as f32 * 0.5 - 2.0).collect();
+        let mut out = vec![f32::NAN; m * n];
+        let a_ref = MatRef { data: &a, rs: k, cs: 1 };
+        let b_ref = MatRef { data: &b, rs: 1, cs: k };
+        gemm_row_halves(&mut out, a_ref, b_ref, (m, n, k), 2).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let expected: f32 = (0..k).map(|p| a[i * k + p] * b[j * k + p]).sum();
+                assert!(
+                    (out[i * n + j] - expected).abs() < 1e-3,
+                    "({i}, {j}): {} vs {expected}",
+                    out[i * n + j]
+                );
+            }
+        }
+    }
 
     #[test]
     fn half_right_operands_converted_in_chunks_match_a_plain_loop() {
