@@ -364,7 +364,9 @@ pub(super) const RULES: &[Rule] = &[
         sources: &["ANEForge op catalogue (187 ops)"],
         confidence: S,
         chips: ALL,
-        auto: "The IR has `sin`/`cos`; they lower natively where the chip profile allows them (M3 on) and the lint rejects them before compile elsewhere. The models build RoPE from cos/sin tables passed as inputs or consts, so no chip needs them.",
+        auto: "The IR has `sin`/`cos`; they lower natively where the chip profile allows them (M3 on) and the \
+            lint rejects them before compile elsewhere. The models build RoPE from cos/sin tables passed as \
+            inputs or consts, so no chip needs them.",
     },
     Rule {
         id: "C32",

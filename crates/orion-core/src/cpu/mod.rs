@@ -257,8 +257,9 @@ impl CpuExecutable {
     }
 
     /// Graph output `index` after a run. A value alone in its slot is handed over without copying
-    /// (the slot gets a buffer from the spare pool, or a fresh zeroed one, for the next run); an input or f32 constant returned whole shares its storage; any
-    /// other value (several outputs in one slot, half constants, part of a buffer) is copied.
+    /// (the slot gets a buffer from the spare pool, or a fresh zeroed one, for the next run); an
+    /// input or f32 constant returned whole shares its storage; any other value (several outputs in
+    /// one slot, half constants, part of a buffer) is copied.
     fn output(
         &self,
         index: usize,
@@ -285,19 +286,11 @@ impl CpuExecutable {
                     storage::StorageKind::Float => Buf::Float(storage::spare_buffer(len)),
                     storage::StorageKind::I32 | storage::StorageKind::Bool => Buf::zeroed(kind, len),
                 };
+                let n = operand.numel;
                 let data = match std::mem::replace(buf, fresh) {
-                    Buf::Float(mut v) => TensorData::Float({
-                        v.truncate(operand.numel);
-                        v
-                    }),
-                    Buf::I32(mut v) => TensorData::I32({
-                        v.truncate(operand.numel);
-                        v
-                    }),
-                    Buf::Bool(mut v) => TensorData::Bool({
-                        v.truncate(operand.numel);
-                        v
-                    }),
+                    Buf::Float(v) => TensorData::Float(first(v, n)),
+                    Buf::I32(v) => TensorData::I32(first(v, n)),
+                    Buf::Bool(v) => TensorData::Bool(first(v, n)),
                 };
                 return Ok(Tensor::new(ty.dtype, ty.shape.clone(), data)?);
             }
@@ -310,6 +303,12 @@ impl CpuExecutable {
         };
         Ok(Tensor::new(ty.dtype, ty.shape.clone(), data)?)
     }
+}
+
+/// The first `n` elements of a slot buffer (slots may be longer than the value they hold).
+fn first<T>(mut values: Vec<T>, n: usize) -> Vec<T> {
+    values.truncate(n);
+    values
 }
 
 /// For each graph output: whether it is the only output read from its arena slot (so its buffer

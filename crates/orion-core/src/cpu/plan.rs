@@ -6,7 +6,8 @@
 //! weight and the options ask for it; stored transposed when it is only ever the transposed right
 //! operand of multi-row f32 products, whose plans then read it untransposed), an alias of another
 //! value (reshape, identity and casts that keep every element, which copy nothing), nothing
-//! (absorbed into a fused group), or the output of a step; (3) each step gets its kernel from the inferred shapes ([`super::lower`]); (4) slots are
+//! (absorbed into a fused group), or the output of a step; (3) each step gets its kernel from the
+//! inferred shapes ([`super::lower`]); (4) slots are
 //! assigned in step order: a step's outputs take free slots of their storage kind (best fit), and
 //! a value's slot is freed after the last step that reads it or any alias of it.
 //!

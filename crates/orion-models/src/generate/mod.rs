@@ -239,11 +239,10 @@ fn store_step_outputs(graph: &Graph, outputs: &[Tensor], cache: &mut KvCache, la
     }
     let logits = get("logits")?;
     let vocab = logits.shape().dims().last().copied().unwrap_or(0);
-    let last_row = |all: &[f32]| all[all.len().saturating_sub(vocab)..].to_vec();
-    Ok(match logits.as_f32() {
-        Some(all) => last_row(all),
-        None => last_row(&logits.to_f32_vec()),
-    })
+    let all = logits
+        .as_f32()
+        .ok_or_else(|| ModelError::Usage("the step's logits are not a float tensor".into()))?;
+    Ok(all[all.len().saturating_sub(vocab)..].to_vec())
 }
 
 /// Greedy generation without a cache: the full forward graph on the growing sequence at every
