@@ -11,7 +11,7 @@
 
 use crate::types::{DType, Shape, TensorType};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// Element storage of a tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -223,6 +223,13 @@ impl Tensor {
             shape,
             data: Arc::clone(&self.data),
         })
+    }
+
+    /// A weak handle on this tensor's storage, for caches of values derived from it: it upgrades
+    /// while some tensor still holds the storage, and never after an in-place write through
+    /// [`Tensor::as_f32_mut`] (which moves the elements away from weak handles).
+    pub fn downgrade_storage(&self) -> Weak<TensorData> {
+        Arc::downgrade(&self.data)
     }
 
     /// Whether `self` and `other` share one storage (a clone or reshape of each other).

@@ -8,9 +8,13 @@
 //! columns are computed as `(W · xᵀ)ᵀ`: measured on GPT-2's 128-row prefill shapes with weights
 //! read from memory (as in prefill), 1.6–1.9× faster in `gemm`; with weights hot in cache (the
 //! `prefill_gemm` bench) both orientations run alike. Products of 64–255 rows with `n ≤ k` are
-//! split into one single-threaded `gemm` per block of rows (see [`splits_rows`]).
+//! split into one single-threaded `gemm` per block of rows (see [`splits_rows`]). Products with
+//! fewer than `KERNEL_MAX_ROWS` rows and contiguous rows in both operands and the destination
+//! (prefill of a short prompt against weights stored `[k, n]`) go to the AVX-512 kernel of
+//! [`super::gemm_kernel`], which also takes half-precision weights without a whole-matrix
+//! conversion.
 //!
-//! Unsafe: the `gemm` entry point takes raw pointers and strides; [`gemm_strided`] holds the only
+//! Unsafe: the `gemm` entry point takes raw pointers and strides; [`gemm_checked`] holds the only
 //! unsafe block and checks, before the call, that every element the call can touch lies inside
 //! the slices it was given and that no two destination elements share a place.
 //!
@@ -20,6 +24,7 @@
 //! order (within `Tolerance::F32` of the interpreter's sequential sums).
 #![allow(unsafe_code)]
 
+use super::gemm_kernel::{gemm_row_major, RightRows};
 use super::gemv::{gemv, MatrixRows};
 use super::storage::{kind_error, View};
 use crate::error::Result;
@@ -45,6 +50,11 @@ const SWAP_MAX_ROWS: usize = 256;
 /// (`n ≤ k` shapes 1.15–1.2× faster split; `n > k` shapes slower, so those stay in `gemm`).
 const ROW_SPLIT_MIN_ROWS: usize = 64;
 const ROW_SPLIT_MIN_WORK: usize = 1 << 24;
+/// Products with fewer rows than this whose operands and destination have contiguous rows go to
+/// the AVX-512 kernel of [`super::gemm_kernel`] (where the CPU has it): measured with both
+/// threads against `gemm` on GPT-2's weight shapes (criterion bench `small_row_gemm`), 1.7–2× at
+/// 16–64 rows and about even at 128.
+const KERNEL_MAX_ROWS: usize = 128;
 /// Multiply-adds from which a single-row (or single-column) product is split across tasks.
 const SPLIT_MIN_WORK: usize = 1 << 16;
 /// Fewest output columns (or rows) one task of a split product computes.
@@ -74,6 +84,20 @@ pub fn gemm_f32(
     threads: usize,
 ) -> Result<()> {
     gemm_strided(dst, (dst_rs, 1), a, b, dims, accumulate, threads)
+}
+
+/// As [`gemm_f32`], always through the `gemm` crate (products with few rows otherwise go to the
+/// AVX-512 kernel): the baseline of benchmarks and tests.
+pub fn gemm_f32_crate(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    dims: (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
+    gemm_checked(dst, (dst_rs, 1), a, b, dims, (accumulate, threads), false)
 }
 
 /// As [`gemm_f32`], choosing the orientation: a product with few rows whose right operand has
@@ -125,15 +149,30 @@ pub fn gemm_f32_strided(
     gemm_strided(dst, dst_strides, a, b, dims, accumulate, threads)
 }
 
-/// The checked call into `gemm::gemm`: `dst` element (i, j) is at `i·dst_rs + j·dst_cs`.
+/// [`gemm_checked`] with the AVX-512 kernel allowed for products with few rows.
 fn gemm_strided(
+    dst: &mut [f32],
+    dst_strides: (usize, usize),
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    dims: (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) -> Result<()> {
+    gemm_checked(dst, dst_strides, a, b, dims, (accumulate, threads), true)
+}
+
+/// The checked product: `dst` element (i, j) is at `i·dst_rs + j·dst_cs`. Products with fewer than
+/// `KERNEL_MAX_ROWS` rows and contiguous rows everywhere go to the AVX-512 kernel when `kernel`
+/// allows it and the CPU has it; all others to `gemm::gemm`.
+fn gemm_checked(
     dst: &mut [f32],
     (dst_rs, dst_cs): (usize, usize),
     a: MatRef<'_>,
     b: MatRef<'_>,
     (m, n, k): (usize, usize, usize),
-    accumulate: bool,
-    threads: usize,
+    (accumulate, threads): (bool, usize),
+    kernel: bool,
 ) -> Result<()> {
     if m == 0 || n == 0 {
         return Ok(());
@@ -157,6 +196,13 @@ fn gemm_strided(
     }
     if (k - 1) * b.rs + (n - 1) * b.cs >= b.data.len() {
         return Err(bad("right operand too small"));
+    }
+    let rows_apart = a.rs >= k && b.rs >= n && dst_rs >= n;
+    if kernel && m < KERNEL_MAX_ROWS && dst_cs == 1 && a.cs == 1 && b.cs == 1 && rows_apart {
+        let right = RightRows::F32(b.data);
+        if gemm_row_major(dst, dst_rs, a.data, a.rs, right, b.rs, (m, n, k), accumulate, threads)? {
+            return Ok(());
+        }
     }
     let parallelism = if threads > 1 && m * n * k >= GEMM_PAR_MIN_WORK {
         Parallelism::Rayon(threads)
@@ -484,6 +530,18 @@ fn gemm_product(
 ) -> Result<()> {
     let (m, n, k) = (plan.m, plan.n, plan.k);
     let (a_span, b_span) = (span(m, k, plan.a), span(k, n, plan.b));
+    if let (Operand::F32(a_all), Operand::Half(b_all)) = (a, b) {
+        if m < KERNEL_MAX_ROWS && plan.a.cs == 1 && plan.b.cs == 1 && plan.a.rs >= k && plan.b.rs >= n {
+            let (a_part, b_part) = (a_all.get(ao..ao + a_span), b_all.get(bo..bo + b_span));
+            let (Some(a_part), Some(b_part)) = (a_part, b_part) else {
+                return Err(exec_error("matmul", "cpu backend: operand range out of bounds".into()));
+            };
+            let right = RightRows::F16(b_part);
+            if gemm_row_major(out, n, a_part, plan.a.rs, right, plan.b.rs, (m, n, k), false, threads)? {
+                return Ok(());
+            }
+        }
+    }
     let large_half = |op: Operand<'_>, len: usize| matches!(op, Operand::Half(_)) && len > HALF_WHOLE;
     if large_half(b, b_span) && !large_half(a, a_span) {
         let a_data = a.f32_range(ao, a_span)?;

@@ -25,6 +25,7 @@
 mod elementwise;
 mod exec;
 mod fusion;
+mod gemm_kernel;
 mod gemv;
 mod layout;
 mod loss;
@@ -35,6 +36,7 @@ mod reduce;
 mod storage;
 mod strided;
 mod vmath;
+mod weight_forms;
 
 pub use plan::PlanSummary;
 pub use storage::{recycle, recycle_vec, spare_buffer};
@@ -50,12 +52,13 @@ use std::time::Instant;
 use storage::{Buf, View};
 
 /// The kernels, public for benchmarks and for host code that runs them directly (the training
-/// head): `gemm_f32`/`gemm_f32_strided` (through `gemm`), `gemv` (single-row products) and the
+/// head): `gemm_f32`/`gemm_f32_strided` (through `gemm`, or the AVX-512 kernel below 128 rows),
+/// `gemm_f32_crate` (always `gemm`: the baseline), `gemv` (single-row products) and the
 /// fused `softmax_cross_entropy`.
 pub mod kernels {
     pub use super::gemv::{gemv, MatrixRows};
     pub use super::loss::softmax_cross_entropy;
-    pub use super::matmul::{gemm_f32, gemm_f32_strided, MatRef};
+    pub use super::matmul::{gemm_f32, gemm_f32_crate, gemm_f32_strided, MatRef};
 }
 
 /// Runs `op` on a worker of the process-wide CPU pool (one worker per core, created on first use)

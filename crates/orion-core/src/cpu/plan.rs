@@ -3,8 +3,8 @@
 //!
 //! Building a plan: (1) fusion groups float elementwise trees ([`super::fusion`]); (2) every value
 //! gets a home: a graph input, a constant (stored as f16 when it is only ever a matmul/conv1x1
-//! weight and the options ask for it; stored transposed when it is only ever the transposed right
-//! operand of multi-row f32 products, whose plans then read it untransposed), an alias of another
+//! weight and the options ask for it; stored transposed, in either precision, when it is only ever
+//! the transposed right operand of multi-row f32 products, whose plans then read it untransposed), an alias of another
 //! value (reshape, identity and casts that keep every element, which copy nothing), nothing
 //! (absorbed into a fused group), or the output of a step; (3) each step gets its kernel from the
 //! inferred shapes ([`super::lower`]); (4) slots are
@@ -19,6 +19,7 @@ use super::fusion::plan_fusion;
 use super::lower::{lower, Kernel};
 use super::matmul::{Layout, MatMulPlan};
 use super::storage::StorageKind;
+use super::weight_forms::{derive, Derived, Form};
 use super::WeightFormat;
 use crate::error::Result;
 use crate::graph::{Graph, ValueId};
@@ -59,7 +60,7 @@ pub(crate) struct Target {
 pub(crate) enum ConstData {
     Tensor(Arc<Tensor>),
     /// A matmul/conv1x1 weight kept in half precision (`WeightFormat::F16`).
-    Half(Vec<f16>),
+    Half(Arc<[f16]>),
 }
 
 /// One kernel invocation.
@@ -91,8 +92,9 @@ pub struct PlanSummary {
     pub aliases: usize,
     /// Constants stored in half precision.
     pub half_weights: usize,
-    /// f32 constants read only as the transposed right operand of multi-row products, stored
-    /// transposed (`[k, n]`, rows contiguous) so `gemm` reads them without a strided packing pass.
+    /// Constants (f32 or half) read only as the transposed right operand of multi-row products,
+    /// stored transposed (`[k, n]`, rows contiguous) so `gemm` and the small-row kernel read them
+    /// without a strided packing pass.
     pub transposed_weights: usize,
     /// Arena slots and their total size in bytes.
     pub slots: usize,
@@ -277,26 +279,30 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
             w.inputs.push((name.clone(), ty.clone()));
         } else if let Op::Const { value } = &node.op {
             w.home[out.index()] = Home::Const(w.consts.len());
-            let half = |data: &[f32]| ConstData::Half(data.iter().map(|&x| f16::from_f32(x)).collect());
-            match (value.as_f32(), half_ok[out.index()]) {
-                (Some(data), HalfUse::Only) => {
+            let stored = |form| -> Result<ConstData> {
+                Ok(match derive(value, form)? {
+                    Derived::F32(t) => ConstData::Tensor(t),
+                    Derived::Half(h) => ConstData::Half(h),
+                })
+            };
+            let transposed = store_transposed[out.index()];
+            if transposed {
+                w.summary.transposed_weights += 1;
+            }
+            match half_ok[out.index()] {
+                HalfUse::Only => {
                     w.summary.half_weights += 1;
-                    w.consts.push(half(data));
+                    w.consts
+                        .push(stored(if transposed { Form::HalfTransposed } else { Form::Half })?);
                 }
-                (Some(data), HalfUse::AlsoF32) => {
+                HalfUse::AlsoF32 => {
                     w.summary.half_weights += 1;
                     w.consts.push(ConstData::Tensor(Arc::clone(value)));
                     w.half_copy[out.index()] = Some(w.consts.len());
-                    w.consts.push(half(data));
+                    w.consts.push(stored(Form::Half)?);
                 }
-                _ => match (value.as_f32(), store_transposed[out.index()]) {
-                    (Some(data), true) => {
-                        w.summary.transposed_weights += 1;
-                        w.consts
-                            .push(ConstData::Tensor(Arc::new(transposed(value.shape().dims(), data)?)));
-                    }
-                    _ => w.consts.push(ConstData::Tensor(Arc::clone(value))),
-                },
+                HalfUse::No if transposed => w.consts.push(stored(Form::Transposed)?),
+                HalfUse::No => w.consts.push(ConstData::Tensor(Arc::clone(value))),
             }
         } else if is_alias(g, &node.op, node.inputs.first().copied()) {
             w.root[out.index()] = w.root[node.inputs[0].index()];
@@ -400,11 +406,12 @@ fn is_weight_use(op: &Op, ty: &TensorType) -> bool {
     }
 }
 
-/// For each value: whether it is a rank-2 f32 constant (kept in f32) whose every use is as the
-/// transposed right operand (`transpose_b`) of a matmul with at least two rows and an f32 result,
-/// and which is not a graph output. Such a weight `[n, k]` is stored transposed, `[k, n]`: `gemm`
-/// packs a right operand with contiguous rows much faster than one read down its columns
-/// (measured on GPT-2's prefill shapes: [128, 3072] · [768, 3072]ᵀ 2.9 ms instead of 7.0 ms).
+/// For each value: whether it is a rank-2 f32 constant (kept in f32, or stored in half precision
+/// only) whose every use is as the transposed right operand (`transpose_b`) of a matmul with at
+/// least two rows and an f32 result, and which is not a graph output. Such a weight `[n, k]` is
+/// stored transposed, `[k, n]`: `gemm` packs a right operand with contiguous rows much faster than
+/// one read down its columns (measured on GPT-2's prefill shapes: [128, 3072] · [768, 3072]ᵀ 2.9 ms
+/// instead of 7.0 ms), and the small-row kernel (`gemm_kernel`) reads only `[k, n]` rows.
 /// Single-row products (decode) keep the stored layout, which the matrix-vector kernel wants.
 fn transposed_weight_values(g: &Graph, half_ok: &[HalfUse]) -> Vec<bool> {
     let values = g.values().len();
@@ -412,7 +419,9 @@ fn transposed_weight_values(g: &Graph, half_ok: &[HalfUse]) -> Vec<bool> {
     for node in g.nodes() {
         if let Op::Const { value } = &node.op {
             let v = node.outputs[0].index();
-            candidate[v] = value.dtype() == DType::F32 && value.shape().rank() == 2 && half_ok[v] == HalfUse::No;
+            candidate[v] = value.dtype() == DType::F32
+                && value.shape().rank() == 2
+                && matches!(half_ok[v], HalfUse::No | HalfUse::Only);
         }
     }
     for node in g.nodes() {
@@ -436,32 +445,6 @@ fn transposed_weight_values(g: &Graph, half_ok: &[HalfUse]) -> Vec<bool> {
         candidate[o.value.index()] = false;
     }
     candidate
-}
-
-/// The `[cols, rows]` transpose of a row-major `[rows, cols]` f32 constant, in square tiles (both
-/// sides touched a cache line at a time), bands of output rows split across the CPU pool.
-fn transposed(dims: &[usize], data: &[f32]) -> Result<Tensor> {
-    use rayon::prelude::*;
-    const TILE: usize = 32;
-    let (rows, cols) = (dims[0], dims[1]);
-    let mut out = vec![0.0f32; data.len()];
-    if rows > 0 && cols > 0 {
-        super::install(|| {
-            out.par_chunks_mut(TILE * rows).enumerate().for_each(|(band, block)| {
-                let c0 = band * TILE;
-                for r0 in (0..rows).step_by(TILE) {
-                    for (i, line) in block.chunks_mut(rows).enumerate() {
-                        let c = c0 + i;
-                        for r in r0..(r0 + TILE).min(rows) {
-                            line[r] = data[r * cols + c];
-                        }
-                    }
-                }
-            })
-        });
-    }
-    Tensor::new(DType::F32, vec![cols, rows], crate::tensor::TensorData::Float(out))
-        .map_err(|e| exec_error("plan", format!("cpu backend: transposing a weight: {e}")))
 }
 
 /// How a constant may use half-precision storage.

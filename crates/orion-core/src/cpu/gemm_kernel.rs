@@ -1,0 +1,522 @@
+//! The AVX-512 f32 GEMM of the CPU backend for products with few rows and row-major operands:
+//! `C = A · B` (or `C += A · B`) with `A [m, k]`, `B [k, n]` and `C [m, n]` each stored with
+//! contiguous rows (`lda`, `ldb`, `ldc` elements apart), `B` in f32 or half precision (converted
+//! to f32 while it is packed).
+//!
+//! Prefill with a short prompt multiplies a few rows by every weight matrix (stored `[k, n]`):
+//! there the work is bound by streaming the weights once, and the `gemm` crate ran 16-row products
+//! at 26–60 GFLOP/s. Here: for each block of `KC` contraction steps and `NC` columns, the block of
+//! `B` is copied once into 32-column strips (64-byte aligned, zero-padded; half values converted on
+//! the way), the block of `A` into panels of `MR` rows; a micro-kernel keeps an `MR × 32` tile of
+//! `C` in 24 vector registers, broadcasting one `A` value per row and loading two `B` vectors per
+//! step. Work is split across rayon tasks by column ranges when `A` is the smaller operand (each
+//! task streams its own part of `B`) and by row blocks otherwise. Measured with both threads
+//! (criterion bench `small_row_gemm`, GPT-2 weight shapes read from memory): 1.7–2× the `gemm`
+//! crate at 16–64 rows, about even at 128 and slower from there on (the crate's micro-kernel
+//! reaches about 180 GFLOP/s per core on large products, this one about 155), so the backend uses
+//! it below 128 rows only.
+//!
+//! Unsafe: the micro-kernels use raw pointers and AVX-512 intrinsics. [`gemm_row_major`] checks,
+//! before any kernel runs, that every element reachable from the given dimensions and leading
+//! dimensions lies inside the slices, and that rows of `C` do not overlap; tasks write disjoint
+//! parts of `C` (distinct rows, or distinct columns of the same rows). The kernels run only after
+//! `is_x86_feature_detected!` confirmed AVX-512F and F16C.
+//!
+//! Invariants: each element of `C` is summed over p in increasing order, one f32 fused
+//! multiply-add per step (within `Tolerance::F32` of the interpreter's sequential sums); results
+//! do not depend on the thread count (every split assigns whole elements, each computed in the
+//! same order). On CPUs without AVX-512, and off x86-64, [`gemm_row_major`] returns `Ok(false)`
+//! and the caller uses the `gemm` crate.
+#![allow(unsafe_code)]
+
+use crate::error::Result;
+use crate::interp::exec_error;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+/// 16-lane vectors per row of a micro-kernel tile.
+const VECS: usize = 2;
+/// Output columns of one micro-kernel tile.
+const NR: usize = 16 * VECS;
+/// Most output rows of one micro-kernel tile (`2·MR` accumulators + 2 `B` vectors + 1 broadcast
+/// of the 32 vector registers).
+const MR: usize = 12;
+/// Contraction steps per block: a `KC × NR` strip of f32 `B` is 32 KB (L1 holds 48 KB).
+const KC: usize = 256;
+/// Rows per block of `A` (a multiple of `MR`): `MC × KC` f32 is 144 KB, in L2.
+const MC: usize = 144;
+/// Columns of `B` packed at a time: a `KC × NC` f32 block is 512 KB, in L2.
+const NC: usize = 1024;
+/// Multiply-adds from which a product is split across tasks.
+const PAR_MIN_WORK: usize = 1 << 18;
+
+/// The right operand: row-major `[k, n]` rows `ld` elements apart, f32 or half precision.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RightRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl RightRows<'_> {
+    /// True when the operand reaches every element of a `[k, n]` matrix with rows `ld` apart.
+    fn fits(self, (k, n): (usize, usize), ld: usize) -> bool {
+        let len = match self {
+            RightRows::F32(v) => v.len(),
+            RightRows::F16(v) => v.len(),
+        };
+        ld >= n && (k - 1) * ld + n <= len
+    }
+}
+
+/// Floats per 64-byte cache line.
+const LINE: usize = 16;
+
+/// The part of `buffer` after its first 64-byte boundary (`buffer` has `LINE` spare elements).
+fn aligned(buffer: &[f32]) -> &[f32] {
+    &buffer[buffer.as_ptr().align_offset(64).min(LINE)..]
+}
+
+/// As [`aligned`], mutable.
+fn aligned_mut(buffer: &mut [f32]) -> &mut [f32] {
+    let skip = buffer.as_ptr().align_offset(64).min(LINE);
+    &mut buffer[skip..]
+}
+
+/// True when this CPU runs the kernels of this module (for f32 right operands; half ones also
+/// need F16C, which every AVX-512 CPU has, checked anyway).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `C = A · B` (`C += A · B` when `accumulate`) for row-major `A [m, k]` (`lda`), `B [k, n]` (`ldb`)
+/// and `C [m, n]` (`ldc`), on up to `threads` rayon tasks. Returns `Ok(false)` without touching
+/// `C` when the CPU lacks AVX-512 (the caller then computes the product another way).
+///
+/// Errors when a leading dimension is smaller than its row, or a slice is too short for the
+/// dimensions.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_row_major(
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    lda: usize,
+    b: RightRows<'_>,
+    ldb: usize,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) -> Result<bool> {
+    if !available() {
+        return Ok(false);
+    }
+    if m == 0 || n == 0 {
+        return Ok(true);
+    }
+    let bad = |what: &str| {
+        exec_error(
+            "matmul",
+            format!("cpu backend: gemm kernel {what} for [{m},{k}]·[{k},{n}]"),
+        )
+    };
+    if ldc < n || (m - 1) * ldc + n > c.len() {
+        return Err(bad("destination too small or rows overlapping"));
+    }
+    if k == 0 {
+        if !accumulate {
+            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return Ok(true);
+    }
+    if lda < k || (m - 1) * lda + k > a.len() {
+        return Err(bad("left operand too small"));
+    }
+    if !b.fits((k, n), ldb) {
+        return Err(bad("right operand too small"));
+    }
+    let tasks = if threads > 1 && m * n * k >= PAR_MIN_WORK {
+        threads
+    } else {
+        1
+    };
+    let product = Product {
+        a: a.as_ptr(),
+        lda,
+        b,
+        ldb,
+        c: CPtr(c.as_mut_ptr()),
+        ldc,
+        k,
+        accumulate,
+    };
+    let strips = n.div_ceil(NR);
+    // Split the dimension whose duplicated operand is smaller: by column strips every task reads
+    // all of A, by row blocks every task reads all of B.
+    let by_columns = m < n && strips >= tasks;
+    if tasks == 1 {
+        // SAFETY: the bounds were checked above for the whole product; this one call covers it.
+        unsafe { product.run((0, m), (0, n)) };
+    } else if by_columns {
+        let per_task = strips.div_ceil(tasks) * NR;
+        rayon::scope(|s| {
+            for t in 0..tasks {
+                let (j0, j1) = ((t * per_task).min(n), ((t + 1) * per_task).min(n));
+                let p = &product;
+                // SAFETY: bounds checked above; tasks cover disjoint column ranges [j0, j1) of C.
+                s.spawn(move |_| unsafe { p.run((0, m), (j0, j1)) });
+            }
+        });
+    } else {
+        let per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
+        rayon::scope(|s| {
+            for t in 0..tasks {
+                let (i0, i1) = ((t * per_task).min(m), ((t + 1) * per_task).min(m));
+                let p = &product;
+                // SAFETY: bounds checked above; tasks cover disjoint row ranges [i0, i1) of C.
+                s.spawn(move |_| unsafe { p.run((i0, i1), (0, n)) });
+            }
+        });
+    }
+    Ok(true)
+}
+
+/// The destination pointer, shared by tasks that write disjoint elements.
+#[derive(Clone, Copy)]
+struct CPtr(*mut f32);
+// SAFETY: tasks given a `CPtr` write pairwise disjoint elements (see `gemm_row_major`), and the
+// destination slice outlives the scope the tasks run in.
+unsafe impl Send for CPtr {}
+unsafe impl Sync for CPtr {}
+
+/// One checked product, as raw parts shared by its tasks.
+struct Product<'a> {
+    a: *const f32,
+    lda: usize,
+    b: RightRows<'a>,
+    ldb: usize,
+    c: CPtr,
+    ldc: usize,
+    k: usize,
+    accumulate: bool,
+}
+
+// SAFETY: `a` points into a slice borrowed for the whole call; the product is only read by tasks.
+unsafe impl Sync for Product<'_> {}
+
+/// A thread's packing buffers (kept between calls): a block of `B` in strips, a block of `A` in
+/// panels.
+#[derive(Default)]
+struct Packed {
+    b: Vec<f32>,
+    a: Vec<f32>,
+}
+
+thread_local! {
+    static PACKED: std::cell::RefCell<Packed> = std::cell::RefCell::new(Packed::default());
+}
+
+impl Product<'_> {
+    /// Computes `C[rows, cols]`: for each block of `NC` columns and `KC` contraction steps, packs
+    /// that block of `B` into 32-column strips (contiguous, zero-padded); then for each block of
+    /// `MC` rows packs that block of `A` into panels of `MR` rows and runs the tiles of every
+    /// panel over every strip.
+    ///
+    /// # Safety
+    /// The caller checked the bounds of the whole product (`gemm_row_major`) and that AVX-512F and
+    /// F16C are available; no other task writes `C[rows, cols]` concurrently.
+    unsafe fn run(&self, (i0, i1): (usize, usize), (j0, j1): (usize, usize)) {
+        let mut packed = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+        packed.b.resize(KC * NC + LINE, 0.0);
+        packed.a.resize(KC * MC + LINE, 0.0);
+        for jc in (j0..j1).step_by(NC) {
+            let nc = NC.min(j1 - jc);
+            for p0 in (0..self.k).step_by(KC) {
+                let kc = KC.min(self.k - p0);
+                self.pack_right((p0, kc), (jc, nc), aligned_mut(&mut packed.b));
+                let accumulate = self.accumulate || p0 > 0;
+                for r0 in (i0..i1).step_by(MC) {
+                    let r1 = (r0 + MC).min(i1);
+                    self.pack_left((r0, r1), (p0, kc), aligned_mut(&mut packed.a));
+                    for s in 0..nc.div_ceil(NR) {
+                        let j = jc + s * NR;
+                        let strip = aligned(&packed.b).as_ptr().add(s * KC * NR);
+                        for (panel, r) in aligned(&packed.a).chunks_exact(KC * MR).zip((r0..r1).step_by(MR)) {
+                            let tile = Tile {
+                                rows: MR.min(r1 - r),
+                                kc,
+                                a: panel.as_ptr(),
+                                c: self.c.0.add(r * self.ldc + j),
+                                ldc: self.ldc,
+                                masks: masks(NR.min(jc + nc - j)),
+                                accumulate,
+                            };
+                            tile.run(strip);
+                        }
+                    }
+                }
+            }
+        }
+        PACKED.with(|p| *p.borrow_mut() = packed);
+    }
+
+    /// Copies `B[p0..p0 + kc, jc..jc + nc]` into `packed` as strips of `NR` columns: strip `s`
+    /// holds its `kc` rows of `NR` values contiguously from `s·KC·NR`, columns past `nc` zero.
+    fn pack_right(&self, (p0, kc): (usize, usize), (jc, nc): (usize, usize), packed: &mut [f32]) {
+        for (s, strip) in packed.chunks_exact_mut(KC * NR).take(nc.div_ceil(NR)).enumerate() {
+            let (j, width) = (jc + s * NR, NR.min(nc - s * NR));
+            for (p, dst) in strip.chunks_exact_mut(NR).take(kc).enumerate() {
+                let from = (p0 + p) * self.ldb + j;
+                match self.b {
+                    RightRows::F32(b) => dst[..width].copy_from_slice(&b[from..from + width]),
+                    RightRows::F16(b) => b[from..from + width].convert_to_f32_slice(&mut dst[..width]),
+                }
+                dst[width..].fill(0.0);
+            }
+        }
+    }
+
+    /// Copies `A[r0..r1, p0..p0 + kc]` into `packed` as panels of `MR` rows: panel `t` holds, from
+    /// `t·KC·MR`, step p's `MR` values at `p·MR` (rows past `r1` left as they are: never stored).
+    ///
+    /// # Safety
+    /// `A[r0..r1, p0..p0 + kc]` lies inside the checked left operand.
+    unsafe fn pack_left(&self, (r0, r1): (usize, usize), (p0, kc): (usize, usize), packed: &mut [f32]) {
+        for (panel, r) in packed.chunks_exact_mut(KC * MR).zip((r0..r1).step_by(MR)) {
+            for i in 0..MR.min(r1 - r) {
+                let row = std::slice::from_raw_parts(self.a.add((r + i) * self.lda + p0), kc);
+                for (p, &v) in row.iter().enumerate() {
+                    panel[p * MR + i] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Lane masks of the `VECS` vectors of a strip `nr` columns wide (`1 ≤ nr ≤ NR`).
+fn masks(nr: usize) -> [u16; VECS] {
+    std::array::from_fn(|v| {
+        let lanes = nr.saturating_sub(v * 16);
+        if lanes >= 16 {
+            u16::MAX
+        } else {
+            (1u16 << lanes) - 1
+        }
+    })
+}
+
+/// One micro-kernel call: `rows ≤ MR` rows and one strip of `C`, over `kc` contraction steps.
+/// (Off x86-64 no kernel reads it: [`available`] is false there, so no tile is ever run.)
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Tile {
+    rows: usize,
+    kc: usize,
+    /// The packed panel of `A`: element (i, p) at `p·MR + i`.
+    a: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    masks: [u16; VECS],
+    accumulate: bool,
+}
+
+impl Tile {
+    /// # Safety
+    /// As [`Product::run`]; `strip` points at `kc` packed rows of `NR` values.
+    unsafe fn run(&self, strip: *const f32) {
+        #[cfg(target_arch = "x86_64")]
+        match self.rows {
+            12 => tile::<12>(self, strip),
+            11 => tile::<11>(self, strip),
+            10 => tile::<10>(self, strip),
+            9 => tile::<9>(self, strip),
+            8 => tile::<8>(self, strip),
+            7 => tile::<7>(self, strip),
+            6 => tile::<6>(self, strip),
+            5 => tile::<5>(self, strip),
+            4 => tile::<4>(self, strip),
+            3 => tile::<3>(self, strip),
+            2 => tile::<2>(self, strip),
+            _ => tile::<1>(self, strip),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = strip;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// The micro-kernel for `R` rows over one packed strip.
+///
+/// # Safety
+/// AVX-512F is available; `t.a` holds `t.kc` packed steps of `MR` values, `strip` (64-byte
+/// aligned) holds `t.kc` rows of `NR` values, `t.c` reaches `R` rows of the masked lanes (`t.ldc`
+/// apart), written by no one else meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile<const R: usize>(t: &Tile, strip: *const f32) {
+    let mut acc = [[_mm512_setzero_ps(); VECS]; R];
+    if t.accumulate {
+        for (i, row) in acc.iter_mut().enumerate() {
+            for (v, lanes) in row.iter_mut().enumerate() {
+                *lanes = _mm512_maskz_loadu_ps(t.masks[v], t.c.add(i * t.ldc + v * 16));
+            }
+        }
+    }
+    for p in 0..t.kc {
+        let row = strip.add(p * NR);
+        let b: [__m512; VECS] = std::array::from_fn(|v| _mm512_load_ps(row.add(v * 16)));
+        for (i, acc_row) in acc.iter_mut().enumerate() {
+            let a = _mm512_set1_ps(*t.a.add(p * MR + i));
+            for (lanes, &bv) in acc_row.iter_mut().zip(&b) {
+                *lanes = _mm512_fmadd_ps(a, bv, *lanes);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &lanes) in row.iter().enumerate() {
+            _mm512_mask_storeu_ps(t.c.add(i * t.ldc + v * 16), t.masks[v], lanes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(a: &[f32], lda: usize, b: &[f32], ldb: usize, (m, n, k): (usize, usize, usize)) -> Vec<f64> {
+        let mut out = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a[i * lda + p] as f64 * b[p * ldb + j] as f64).sum();
+            }
+        }
+        out
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 31 + seed * 17) % 97) as f32 - 48.0) / 32.0)
+            .collect()
+    }
+
+    /// Every tile height, strip tails and the block edges (`KC`, `MC`) against an f64 loop, with
+    /// padded leading dimensions, on one and two tasks, accumulating and not.
+    #[test]
+    fn products_match_a_plain_loop_across_tile_and_block_edges() {
+        if !available() {
+            return;
+        }
+        let shapes = [
+            (1, 1, 1),
+            (5, 7, 3),
+            (12, 32, 16),
+            (13, 33, 257),
+            (30, 70, 40),
+            (150, 45, 300),
+            (7, 200, 520),
+        ];
+        for &(m, n, k) in &shapes {
+            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+            let a = values(m * lda, 1);
+            let b = values(k * ldb, 2);
+            let expected = reference(&a, lda, &b, ldb, (m, n, k));
+            for threads in [1, 2] {
+                for accumulate in [false, true] {
+                    let mut c = values(m * ldc, 3);
+                    let before = c.clone();
+                    let done = gemm_row_major(
+                        &mut c,
+                        ldc,
+                        &a,
+                        lda,
+                        RightRows::F32(&b),
+                        ldb,
+                        (m, n, k),
+                        accumulate,
+                        threads,
+                    )
+                    .unwrap();
+                    assert!(done);
+                    for i in 0..m {
+                        for j in 0..ldc {
+                            let got = c[i * ldc + j];
+                            if j >= n {
+                                assert_eq!(got, before[i * ldc + j], "padding written at ({i}, {j})");
+                                continue;
+                            }
+                            let base = if accumulate { before[i * ldc + j] as f64 } else { 0.0 };
+                            let want = base + expected[i * n + j];
+                            let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
+                            assert!(
+                                (got as f64 - want).abs() <= tol,
+                                "{m}x{n}x{k} ({i},{j}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn half_right_operands_match_the_f32_product_of_their_values() {
+        if !available() {
+            return;
+        }
+        let (m, n, k) = (14, 37, 300);
+        let a = values(m * k, 4);
+        let b = values(k * n, 5);
+        let b_half: Vec<f16> = b.iter().map(|&v| f16::from_f32(v)).collect();
+        let b_rounded: Vec<f32> = b_half.iter().map(|h| h.to_f32()).collect();
+        let expected = reference(&a, k, &b_rounded, n, (m, n, k));
+        let mut c = vec![0.0f32; m * n];
+        assert!(gemm_row_major(&mut c, n, &a, k, RightRows::F16(&b_half), n, (m, n, k), false, 2).unwrap());
+        for (got, want) in c.iter().zip(&expected) {
+            assert!(
+                (*got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        if !available() {
+            return;
+        }
+        for &(m, n, k) in &[(40, 300, 64), (300, 40, 64)] {
+            let (a, b) = (values(m * k, 6), values(k * n, 7));
+            let run = |threads| {
+                let mut c = vec![0.0f32; m * n];
+                gemm_row_major(&mut c, n, &a, k, RightRows::F32(&b), n, (m, n, k), false, threads).unwrap();
+                c
+            };
+            assert_eq!(run(1), run(2));
+        }
+    }
+
+    #[test]
+    fn short_slices_and_overlapping_rows_are_refused() {
+        if !available() {
+            return;
+        }
+        let a = vec![1.0f32; 12];
+        let b = vec![1.0f32; 12];
+        let mut c = vec![0.0f32; 12];
+        // [3, 4]·[4, 3]: fits.
+        assert!(gemm_row_major(&mut c, 3, &a, 4, RightRows::F32(&b), 3, (3, 3, 4), false, 1).unwrap());
+        assert_eq!(c[..9], [4.0; 9]);
+        // A needs 4·4 elements for 4 rows.
+        assert!(gemm_row_major(&mut c, 3, &a, 4, RightRows::F32(&b), 3, (4, 3, 4), false, 1).is_err());
+        // ldc < n would make rows overlap.
+        assert!(gemm_row_major(&mut c, 2, &a, 4, RightRows::F32(&b), 3, (3, 3, 4), false, 1).is_err());
+        // B needs 5 rows of 3.
+        assert!(gemm_row_major(&mut c, 3, &a, 4, RightRows::F32(&b), 3, (2, 3, 5), false, 1).is_err());
+    }
+}
