@@ -5,7 +5,8 @@
 //! - `prefill_gemm`: a 128-row `x · Wᵀ` as given and transposed (`(W · xᵀ)ᵀ`, what the plan picks
 //!   below 256 rows);
 //! - `cross_entropy`: the fused softmax cross-entropy over vocabulary-wide rows;
-//! - `transcendental`: a fused `exp`/`tanh` program against the C library's functions.
+//! - `transcendental`: a fused `exp`/`tanh` program against the C library's functions;
+//! - `layer_steps`: the non-GEMM steps of a GPT-2 layer (bias + GELU, layer norm, attention softmax).
 //!
 //! Report results as ratios between kernels measured in the same run, never as absolute numbers.
 
@@ -174,12 +175,61 @@ fn transcendental(c: &mut Criterion) {
     group.finish();
 }
 
+/// The non-GEMM steps of a GPT-2 layer at 128 tokens, compiled: the bias add + tanh-GELU on
+/// `[128, 3072]`, a layer norm on `[128, 768]`, and the scaled, masked attention softmax on
+/// `[12, 128, 128]`. Each graph ends in a keep-dims max, so the measured steps write arena slots
+/// (as inside the model), not a fresh output.
+fn layer_steps(c: &mut Criterion) {
+    use orion_core::{composite, ReduceOp};
+    let t = 128;
+    let mut group = c.benchmark_group("layer_steps");
+    group.sample_size(30).measurement_time(Duration::from_secs(3));
+    let cases: [(&str, Vec<usize>); 3] = [
+        ("gelu_bias", vec![t, 3072]),
+        ("layer_norm", vec![t, 768]),
+        ("softmax", vec![12, t, t]),
+    ];
+    for (name, dims) in cases {
+        let mut g = Graph::new(name);
+        let x = g.input("x", TensorType::new(DType::F32, dims.clone())).expect("input");
+        let width = dims[dims.len() - 1];
+        let row = |g: &mut Graph, seed| g.constant(Tensor::f32([width], values(width, seed))).expect("constant");
+        let y = match name {
+            "gelu_bias" => {
+                let bias = row(&mut g, 2);
+                let biased = g.add(x, bias).expect("add");
+                composite::gelu_tanh(&mut g, biased).expect("gelu")
+            }
+            "layer_norm" => {
+                let (gamma, beta) = (row(&mut g, 3), row(&mut g, 4));
+                composite::layer_norm(&mut g, x, gamma, beta, 1e-5).expect("layer norm")
+            }
+            _ => {
+                let scaled = g.mul_scalar(x, 0.125).expect("scale");
+                let mask = composite::causal_mask(&mut g, t, DType::F32).expect("mask");
+                let masked = g.add(scaled, mask).expect("mask add");
+                g.softmax(masked, -1).expect("softmax")
+            }
+        };
+        let y = g.reduce(ReduceOp::Max, y, &[-1], true).expect("reduce");
+        g.set_output("y", y).expect("output");
+        let exe = CpuBackend::new(CpuOptions::default())
+            .compile_cpu(&g)
+            .expect("compiles");
+        let n = dims.iter().product();
+        let inputs = [Tensor::f32(dims.clone(), values(n, 1))];
+        group.bench_function(name, |b| b.iter(|| black_box(exe.run(&inputs).expect("runs"))));
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     single_row_products,
     compiled_linear,
     prefill_gemm,
     cross_entropy,
-    transcendental
+    transcendental,
+    layer_steps
 );
 criterion_main!(benches);

@@ -2,11 +2,17 @@
 //! over blocks of the output), and the non-float elementwise ops (i32 arithmetic, comparisons,
 //! select, casts).
 //!
-//! A [`FusedProgram`] evaluates a tree of float unary/binary ops and f32→f16 casts as one loop:
-//! for each block of `BLOCK` output elements it loads every leaf operand (broadcast as needed)
-//! into a register, runs the instructions register to register, and stores the last register.
-//! Registers are in SSA order: leaves first, then one per instruction, so an instruction only reads
-//! registers below the one it writes.
+//! A [`FusedProgram`] evaluates a tree of float unary/binary ops and f32→f16 casts as one loop
+//! over blocks of at most `FUSED_BLOCK` output elements, running each instruction over the whole
+//! block. Registers are in SSA order (leaves first, then one per instruction, so an instruction
+//! only reads registers below the one it writes); per block a register is a slice read in place
+//! (a leaf of the output's shape, or a repeated row vector while the block stays in one row), a
+//! scalar (a one-element leaf, or a keep-dims reduction's value while the block stays in one run),
+//! or a scratch slot (gathered leaves and intermediates; slots are reused after a register's last
+//! use). Blocks end at multiples of the shortest row/run period (≥ `MIN_PERIOD`), so those leaves
+//! are rarely gathered. An instruction whose operands are all scalars yields a scalar, computed by
+//! the same loop on one element. The whole block loop runs inside [`vmath::with_wide_vectors`], so
+//! it uses AVX-512 (or AVX2) registers when the CPU has them.
 //!
 //! Invariants: every formula is the interpreter's (same NaN rules; the same f32 functions except
 //! `exp`, `tanh` and `sigmoid`, which use the vectorised [`super::vmath`] versions, within a few ulp),
@@ -23,10 +29,17 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-/// Output elements processed per register block.
+/// Elements per block of the non-fused broadcast kernels (`zip_broadcast`, `select`) and of the
+/// half-rounding scratch.
 pub(crate) const BLOCK: usize = 256;
+/// Output elements per block of a fused program, at most (blocks also end at a broadcast period).
+const FUSED_BLOCK: usize = 1024;
 /// Output elements from which a fused program is split across threads.
 const PAR_MIN_ELEMENTS: usize = 1 << 15;
+/// Shortest broadcast period (the length of a repeated row vector, or the run of output elements
+/// sharing one value of a keep-dims reduction) along which blocks are cut so the leaf is read in
+/// place or as a scalar; leaves with shorter periods are gathered.
+const MIN_PERIOD: usize = 256;
 
 /// One instruction of a fused program; operands and results are register numbers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,6 +61,16 @@ pub(crate) enum Instr {
     },
 }
 
+impl Instr {
+    /// The registers the instruction reads (a repeated operand twice).
+    fn sources(&self) -> [Option<usize>; 2] {
+        match *self {
+            Instr::Unary { src, .. } | Instr::RoundHalf { src } => [Some(src), None],
+            Instr::Binary { a, b, .. } => [Some(a), Some(b)],
+        }
+    }
+}
+
 /// A fused chain of float elementwise ops over an output of `numel` elements.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct FusedProgram {
@@ -58,79 +81,280 @@ pub(crate) struct FusedProgram {
     pub numel: usize,
 }
 
+/// How a leaf is read for a block, decided once per run from its broadcast pattern; `slot` is the
+/// scratch register it is gathered into when it cannot be read in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeafRead {
+    /// The output's shape: read in place.
+    Dense,
+    /// One element: a scalar operand.
+    Scalar,
+    /// A vector of `period` elements repeated along the output: read in place while a block stays
+    /// inside one period.
+    Rows { period: usize, slot: usize },
+    /// One value per run of `period` output elements (a keep-dims reduction): a scalar while a block
+    /// stays inside one run.
+    Columns { period: usize, slot: usize },
+    /// Anything else: gathered.
+    Gather { slot: usize },
+}
+
+/// Per run: how leaves are read, where every intermediate lives, and where blocks are cut.
+#[derive(Clone, Debug, PartialEq)]
+struct Layout {
+    reads: Vec<LeafRead>,
+    /// Scratch slot of each instruction's result (`None` for the last, written to the output).
+    results: Vec<Option<usize>>,
+    slot_count: usize,
+    /// Blocks end at multiples of this (the shortest row or column period of the leaves).
+    period: Option<usize>,
+}
+
+/// The value of a register within one block.
+#[derive(Clone, Copy, Debug)]
+enum Val<'a> {
+    /// Leaf elements read in place.
+    Data(&'a [f32]),
+    /// One value for every element of the block.
+    Scalar(f32),
+    /// Held in scratch slot `s`.
+    Slot(usize),
+}
+
+/// One operand of an instruction on a block.
+#[derive(Clone, Copy, Debug)]
+enum Operand<'b> {
+    Vector(&'b [f32]),
+    Scalar(f32),
+}
+
 impl FusedProgram {
     /// Evaluates the program on leaf data `leaves` into `out` (`numel` elements).
     pub(crate) fn run(&self, leaves: &[&[f32]], out: &mut [f32], threads: usize) {
+        let layout = self.layout(leaves);
+        let range = |start: usize, o: &mut [f32]| {
+            vmath::with_wide_vectors(
+                #[inline(always)]
+                || self.run_range(&layout, leaves, start, o),
+            )
+        };
         if threads > 1 && out.len() >= PAR_MIN_ELEMENTS {
-            let blocks = out.len().div_ceil(BLOCK);
-            let chunk = blocks.div_ceil(threads * 4) * BLOCK;
+            let blocks = out.len().div_ceil(FUSED_BLOCK);
+            let chunk = blocks.div_ceil(threads * 4) * FUSED_BLOCK;
             out.par_chunks_mut(chunk)
                 .enumerate()
-                .for_each(|(c, o)| self.run_range(leaves, c * chunk, o));
+                .for_each(|(c, o)| range(c * chunk, o));
         } else {
-            self.run_range(leaves, 0, out);
+            range(0, out);
         }
     }
 
-    /// Output elements `start..start + out.len()`. A leaf with the output's shape is read in place
-    /// (not copied into its register) and the last instruction writes straight into `out`.
-    fn run_range(&self, leaves: &[&[f32]], start: usize, out: &mut [f32]) {
-        let registers = self.leaves.len() + self.instrs.len();
-        let mut regs = vec![0.0f32; registers * BLOCK];
-        let mut halves = vec![f16::ZERO; BLOCK];
-        let in_place: Vec<bool> = match self.instrs.is_empty() {
-            true => vec![false; self.leaves.len()],
-            false => self.leaves.iter().map(Broadcaster::is_identity).collect(),
+    /// Classifies the leaves and assigns scratch slots: every leaf that may need gathering gets its
+    /// own; an instruction's result takes a free slot before its operands' slots are released
+    /// (after their last use), so a result never shares a slot with an operand.
+    fn layout(&self, leaves: &[&[f32]]) -> Layout {
+        let mut slot_count = 0;
+        let mut free: Vec<usize> = Vec::new();
+        let mut take = |free: &mut Vec<usize>| {
+            free.pop().unwrap_or_else(|| {
+                slot_count += 1;
+                slot_count - 1
+            })
         };
-        for (b, out_block) in out.chunks_mut(BLOCK).enumerate() {
-            let position = start + b * BLOCK;
-            let len = out_block.len();
-            for (i, (reader, data)) in self.leaves.iter().zip(leaves).enumerate() {
-                if !in_place[i] {
-                    reader.gather(data, position, &mut regs[i * BLOCK..i * BLOCK + len]);
+        let reads: Vec<LeafRead> = self
+            .leaves
+            .iter()
+            .zip(leaves)
+            .map(|(reader, data)| classify(reader, data.len(), self.numel, || take(&mut free)))
+            .collect();
+        let period = reads
+            .iter()
+            .filter_map(|r| match *r {
+                LeafRead::Rows { period, .. } | LeafRead::Columns { period, .. } => Some(period),
+                LeafRead::Dense | LeafRead::Scalar | LeafRead::Gather { .. } => None,
+            })
+            .min();
+        let registers = self.leaves.len() + self.instrs.len();
+        let mut last_use = vec![usize::MAX; registers];
+        for (j, instr) in self.instrs.iter().enumerate() {
+            instr.sources().into_iter().flatten().for_each(|r| last_use[r] = j);
+        }
+        let mut slot_of: Vec<Option<usize>> = reads
+            .iter()
+            .map(|r| match *r {
+                LeafRead::Rows { slot, .. } | LeafRead::Columns { slot, .. } | LeafRead::Gather { slot } => Some(slot),
+                LeafRead::Dense | LeafRead::Scalar => None,
+            })
+            .collect();
+        for (j, instr) in self.instrs.iter().enumerate() {
+            let result = (j + 1 < self.instrs.len()).then(|| take(&mut free));
+            slot_of.push(result);
+            let [a, b] = instr.sources();
+            for r in [a, b.filter(|&b| Some(b) != a)].into_iter().flatten() {
+                if let (true, Some(s)) = (last_use[r] == j, slot_of[r]) {
+                    free.push(s);
                 }
             }
-            for (j, instr) in self.instrs.iter().enumerate() {
-                let dst = self.leaves.len() + j;
-                let (below, above) = regs.split_at_mut(dst * BLOCK);
-                let result: &mut [f32] = match dst + 1 == registers {
-                    true => &mut out_block[..],
-                    false => &mut above[..len],
+        }
+        Layout {
+            reads,
+            results: slot_of.split_off(self.leaves.len()),
+            slot_count,
+            period,
+        }
+    }
+
+    /// Output elements `start..start + out.len()`, block by block; a block ends at `FUSED_BLOCK`
+    /// elements or at a multiple of the layout's period, whichever comes first.
+    #[inline(always)]
+    fn run_range(&self, layout: &Layout, leaves: &[&[f32]], start: usize, out: &mut [f32]) {
+        let mut slots = vec![vec![0.0f32; FUSED_BLOCK]; layout.slot_count];
+        let mut halves = vec![f16::ZERO; FUSED_BLOCK];
+        let mut vals: Vec<Val<'_>> = Vec::with_capacity(self.leaves.len() + self.instrs.len());
+        let mut done = 0;
+        while done < out.len() {
+            let position = start + done;
+            let mut len = (out.len() - done).min(FUSED_BLOCK);
+            if let Some(period) = layout.period {
+                len = len.min(period - position % period);
+            }
+            let block = &mut out[done..done + len];
+            vals.clear();
+            for ((reader, &data), read) in self.leaves.iter().zip(leaves).zip(&layout.reads) {
+                vals.push(leaf_value(reader, data, *read, position, len, &mut slots));
+            }
+            for (instr, result) in self.instrs.iter().zip(&layout.results) {
+                let value = match *result {
+                    Some(s) => {
+                        let mut buf = std::mem::take(&mut slots[s]);
+                        let value = eval(*instr, &vals, &slots, &mut buf[..len], &mut halves);
+                        slots[s] = buf;
+                        value.map_or(Val::Slot(s), Val::Scalar)
+                    }
+                    None => match eval(*instr, &vals, &slots, block, &mut halves) {
+                        Some(v) => {
+                            block.fill(v);
+                            Val::Scalar(v)
+                        }
+                        None => Val::Scalar(0.0), // the result is in the output; never read again
+                    },
                 };
-                let reg = |r: usize| match in_place.get(r) {
-                    Some(true) => &leaves[r][position..position + len],
-                    _ => &below[r * BLOCK..r * BLOCK + len],
-                };
-                run_instr(*instr, reg, result, &mut halves);
+                vals.push(value);
             }
             if self.instrs.is_empty() {
-                let last = registers - 1;
-                out_block.copy_from_slice(&regs[last * BLOCK..last * BLOCK + len]);
+                match vals.first() {
+                    Some(&v) => match operand(v, &slots, len) {
+                        Operand::Vector(v) => block.copy_from_slice(v),
+                        Operand::Scalar(x) => block.fill(x),
+                    },
+                    None => block.fill(0.0),
+                }
             }
+            done += len;
         }
     }
 }
 
-/// One instruction on one block: `reg(r)` reads register `r`, the result goes to `result`.
-fn run_instr<'a>(instr: Instr, reg: impl Fn(usize) -> &'a [f32], result: &mut [f32], halves: &mut [f16]) {
-    match instr {
-        Instr::Unary { op, src, round } => {
-            unary(op, reg(src), result);
-            if round {
-                round_half(result, halves);
-            }
+/// How a leaf with `len` elements read through `reader` into an output of `numel` elements is
+/// read; `slot` allocates its scratch slot when it may need one.
+fn classify(reader: &Broadcaster, len: usize, numel: usize, slot: impl FnOnce() -> usize) -> LeafRead {
+    if reader.is_identity() {
+        return LeafRead::Dense;
+    }
+    if len == 1 {
+        return LeafRead::Scalar;
+    }
+    let slot = slot();
+    if len == 0 || !numel.is_multiple_of(len) {
+        return LeafRead::Gather { slot };
+    }
+    let others = numel / len;
+    if len >= MIN_PERIOD && *reader == Broadcaster::new(&[len], &[others, len]) {
+        LeafRead::Rows { period: len, slot }
+    } else if others >= MIN_PERIOD && *reader == Broadcaster::new(&[len, 1], &[len, others]) {
+        LeafRead::Columns { period: others, slot }
+    } else {
+        LeafRead::Gather { slot }
+    }
+}
+
+/// The value of a leaf on the block `position..position + len`, gathering it into its slot when it
+/// cannot be read in place.
+#[inline(always)]
+fn leaf_value<'a>(
+    reader: &Broadcaster,
+    data: &'a [f32],
+    read: LeafRead,
+    position: usize,
+    len: usize,
+    slots: &mut [Vec<f32>],
+) -> Val<'a> {
+    match read {
+        LeafRead::Dense => Val::Data(&data[position..position + len]),
+        LeafRead::Scalar => Val::Scalar(data[0]),
+        LeafRead::Rows { period, .. } if position % period + len <= period => {
+            Val::Data(&data[position % period..position % period + len])
         }
-        Instr::Binary { op, a, b, round } => {
-            binary(op, reg(a), reg(b), result);
-            if round {
-                round_half(result, halves);
-            }
+        LeafRead::Columns { period, .. } if position / period == (position + len - 1) / period => {
+            Val::Scalar(data[position / period])
         }
-        Instr::RoundHalf { src } => {
-            result.copy_from_slice(reg(src));
-            round_half(result, halves);
+        LeafRead::Rows { slot, .. } | LeafRead::Columns { slot, .. } | LeafRead::Gather { slot } => {
+            reader.gather(data, position, &mut slots[slot][..len]);
+            Val::Slot(slot)
         }
     }
+}
+
+/// The operand a register value gives on a block of `len` elements.
+#[inline(always)]
+fn operand<'b>(value: Val<'b>, slots: &'b [Vec<f32>], len: usize) -> Operand<'b> {
+    match value {
+        Val::Data(d) => Operand::Vector(d),
+        Val::Scalar(x) => Operand::Scalar(x),
+        Val::Slot(s) => Operand::Vector(&slots[s][..len]),
+    }
+}
+
+/// One instruction on one block. Writes `dst` and returns `None`, or, when every operand is a
+/// scalar, returns the scalar result (computed by the same loop on one element) and leaves `dst`.
+#[inline(always)]
+fn eval(instr: Instr, vals: &[Val<'_>], slots: &[Vec<f32>], dst: &mut [f32], halves: &mut [f16]) -> Option<f32> {
+    let len = dst.len();
+    let reg = |r: usize| {
+        vals.get(r)
+            .map_or(Operand::Scalar(f32::NAN), |&v| operand(v, slots, len))
+    };
+    let mut one = [0.0f32];
+    let (op_a, op_b) = match instr {
+        Instr::Unary { src, .. } | Instr::RoundHalf { src } => (reg(src), Operand::Scalar(0.0)),
+        Instr::Binary { a, b, .. } => (reg(a), reg(b)),
+    };
+    let scalar = matches!((op_a, op_b), (Operand::Scalar(_), Operand::Scalar(_)));
+    let result: &mut [f32] = if scalar { &mut one } else { dst };
+    let round = match instr {
+        Instr::Unary { op, round, .. } => {
+            match op_a {
+                Operand::Vector(src) => unary(op, src, result),
+                Operand::Scalar(x) => unary(op, &[x], result),
+            }
+            round
+        }
+        Instr::Binary { op, round, .. } => {
+            binary(op, op_a, op_b, result);
+            round
+        }
+        Instr::RoundHalf { .. } => {
+            match op_a {
+                Operand::Vector(src) => result.copy_from_slice(src),
+                Operand::Scalar(x) => result.fill(x),
+            }
+            true
+        }
+    };
+    if round {
+        round_half(result, halves);
+    }
+    scalar.then_some(one[0])
 }
 
 /// Rounds every element to the nearest half value (ties to even), using `scratch` for the halves.
@@ -152,20 +376,39 @@ pub(crate) fn round_half_all(values: &mut [f32]) {
     round_half(values, &mut scratch);
 }
 
+#[inline(always)]
 fn map(src: &[f32], dst: &mut [f32], f: impl Fn(f32) -> f32) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f(s);
     }
 }
 
-fn zip(a: &[f32], b: &[f32], dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
-    for (d, (&x, &y)) in dst.iter_mut().zip(a.iter().zip(b)) {
-        *d = f(x, y);
+/// `dst[i] = f(a[i], b[i])` with a scalar operand standing for every element.
+#[inline(always)]
+fn zip(a: Operand<'_>, b: Operand<'_>, dst: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    match (a, b) {
+        (Operand::Vector(a), Operand::Vector(b)) => {
+            for (d, (&x, &y)) in dst.iter_mut().zip(a.iter().zip(b)) {
+                *d = f(x, y);
+            }
+        }
+        (Operand::Vector(a), Operand::Scalar(y)) => {
+            for (d, &x) in dst.iter_mut().zip(a) {
+                *d = f(x, y);
+            }
+        }
+        (Operand::Scalar(x), Operand::Vector(b)) => {
+            for (d, &y) in dst.iter_mut().zip(b) {
+                *d = f(x, y);
+            }
+        }
+        (Operand::Scalar(x), Operand::Scalar(y)) => dst.fill(f(x, y)),
     }
 }
 
 /// The interpreter's unary formulas, one monomorphic loop each; `exp`, `tanh` and `sigmoid` through
 /// the vectorised functions of [`super::vmath`] (within a few ulp of the interpreter's).
+#[inline(always)]
 fn unary(op: UnaryOp, src: &[f32], dst: &mut [f32]) {
     match op {
         UnaryOp::Neg => map(src, dst, |x| -x),
@@ -184,7 +427,8 @@ fn unary(op: UnaryOp, src: &[f32], dst: &mut [f32]) {
 }
 
 /// The interpreter's binary formulas (maximum/minimum propagate NaN).
-fn binary(op: BinaryOp, a: &[f32], b: &[f32], dst: &mut [f32]) {
+#[inline(always)]
+fn binary(op: BinaryOp, a: Operand<'_>, b: Operand<'_>, dst: &mut [f32]) {
     match op {
         BinaryOp::Add => zip(a, b, dst, |x, y| x + y),
         BinaryOp::Sub => zip(a, b, dst, |x, y| x - y),
@@ -197,6 +441,7 @@ fn binary(op: BinaryOp, a: &[f32], b: &[f32], dst: &mut [f32]) {
 }
 
 /// The larger of two floats; NaN if either is NaN.
+#[inline]
 pub(crate) fn max_nan(x: f32, y: f32) -> f32 {
     if x.is_nan() || y.is_nan() {
         f32::NAN
@@ -206,6 +451,7 @@ pub(crate) fn max_nan(x: f32, y: f32) -> f32 {
 }
 
 /// The smaller of two floats; NaN if either is NaN.
+#[inline]
 fn min_nan(x: f32, y: f32) -> f32 {
     if x.is_nan() || y.is_nan() {
         f32::NAN
@@ -299,6 +545,7 @@ pub(crate) fn cast_is_alias(from: DType, to: DType) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interp::index::broadcast_map;
 
     #[test]
     fn fused_program_evaluates_in_ssa_order_with_broadcast_leaves() {
@@ -327,6 +574,141 @@ mod tests {
         program.run(&[&x, &c], &mut out, 1);
         let expected: Vec<f32> = (0..6).map(|i| (x[i] + c[i % 3]) * x[i]).collect();
         assert_eq!(out.to_vec(), expected);
+    }
+
+    fn bin(op: BinaryOp, a: usize, b: usize, round: bool) -> Instr {
+        Instr::Binary { op, a, b, round }
+    }
+
+    /// Leaves x (dense), row, column, scalar and one more operand; a chain that reads a register
+    /// twice, rounds to half, mixes every leaf and has a step on two block-constant operands.
+    fn mixed_program(out: &[usize], row: &[usize], col: &[usize], other: &[usize]) -> FusedProgram {
+        let shapes: [&[usize]; 5] = [out, row, col, &[], other];
+        FusedProgram {
+            leaves: shapes.iter().map(|s| Broadcaster::new(s, out)).collect(),
+            instrs: vec![
+                bin(BinaryOp::Mul, 0, 1, false), // 5 = x * row
+                bin(BinaryOp::Add, 5, 2, false), // 6 = 5 + col
+                Instr::Unary {
+                    op: UnaryOp::Tanh,
+                    src: 6,
+                    round: false,
+                }, // 7
+                bin(BinaryOp::Mul, 7, 7, false), // 8 = 7²
+                bin(BinaryOp::Sub, 0, 3, false), // 9 = x - scalar
+                bin(BinaryOp::Maximum, 8, 9, true), // 10, rounded to half
+                bin(BinaryOp::Div, 10, 4, false), // 11 = 10 / other
+                Instr::RoundHalf { src: 11 },    // 12
+                bin(BinaryOp::Mul, 2, 3, false), // 13 = col * scalar
+                bin(BinaryOp::Add, 12, 13, false), // 14
+            ],
+            numel: out.iter().product(),
+        }
+    }
+
+    /// The program evaluated element by element with scalar formulas.
+    fn reference(program: &FusedProgram, shapes: [&[usize]; 5], out: &[usize], data: &[Vec<f32>]) -> Vec<f32> {
+        let maps: Vec<Vec<usize>> = shapes.iter().map(|s| broadcast_map(s, out)).collect();
+        let half = crate::tensor::round_to_f16;
+        (0..program.numel)
+            .map(|i| {
+                let mut r: Vec<f32> = (0..5).map(|l| data[l][maps[l][i]]).collect();
+                for instr in &program.instrs {
+                    let v = match *instr {
+                        Instr::Unary { src, .. } => vmath::tanh(r[src]),
+                        Instr::RoundHalf { src } => half(r[src]),
+                        Instr::Binary { op, a, b, round } => {
+                            let (x, y) = (r[a], r[b]);
+                            let v = match op {
+                                BinaryOp::Add => x + y,
+                                BinaryOp::Sub => x - y,
+                                BinaryOp::Mul => x * y,
+                                BinaryOp::Div => x / y,
+                                _ => max_nan(x, y),
+                            };
+                            if round {
+                                half(v)
+                            } else {
+                                v
+                            }
+                        }
+                    };
+                    r.push(v);
+                }
+                r[r.len() - 1]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fused_fast_paths_match_a_scalar_loop_on_every_leaf_shape_and_length() {
+        // (out, row, column, other): row/column periods above and below MIN_PERIOD, periods longer
+        // than a block, not dividing it, a middle-axis operand (gathered), and a parallel size.
+        type Case<'a> = (&'a [usize], &'a [usize], &'a [usize], &'a [usize]);
+        let cases: [Case<'_>; 6] = [
+            (&[5, 300], &[300], &[5, 1], &[5, 300]),
+            (&[3, 1, 700], &[1, 700], &[3, 1, 1], &[700]),
+            (&[2, 2500], &[2500], &[2, 1], &[1]),
+            (&[7, 3, 40], &[40], &[7, 3, 1], &[3, 1]),
+            (&[4, 260, 3], &[3], &[4, 260, 1], &[4, 1, 3]),
+            (&[40, 1000], &[1000], &[40, 1], &[40, 1000]),
+        ];
+        for (seed, (out, row, col, other)) in cases.into_iter().enumerate() {
+            let shapes: [&[usize]; 5] = [out, row, col, &[], other];
+            let data: Vec<Vec<f32>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(l, s)| {
+                    let n: usize = s.iter().product();
+                    (0..n)
+                        .map(|i| ((i * 7919 + l * 104_729 + seed) % 2003) as f32 / 500.0 - 2.0)
+                        .collect()
+                })
+                .collect();
+            let program = mixed_program(out, row, col, other);
+            let expected = reference(&program, shapes, out, &data);
+            let leaves: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
+            for threads in [1, 2] {
+                let mut got = vec![f32::NAN; program.numel];
+                program.run(&leaves, &mut got, threads);
+                for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                    assert_eq!(g.to_bits(), e.to_bits(), "{out:?} threads {threads} at {i}: {g} vs {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn layout_reuses_slots_after_last_use_and_classifies_leaves() {
+        let out: &[usize] = &[4, 300];
+        let program = mixed_program(out, &[300], &[4, 1], &[4, 300]);
+        let data: Vec<Vec<f32>> = [1200, 300, 4, 1, 1200].iter().map(|&n| vec![1.0; n]).collect();
+        let leaves: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
+        let layout = program.layout(&leaves);
+        assert_eq!(layout.reads[0], LeafRead::Dense);
+        assert_eq!(layout.reads[3], LeafRead::Scalar);
+        assert_eq!(layout.reads[4], LeafRead::Dense);
+        assert!(matches!(layout.reads[1], LeafRead::Rows { period: 300, .. }));
+        assert!(matches!(layout.reads[2], LeafRead::Columns { period: 300, .. }));
+        assert_eq!(layout.period, Some(300));
+        // Two leaf slots plus at most three live intermediates, never ten.
+        assert!(layout.slot_count <= 5, "{layout:?}");
+        assert_eq!(layout.results.last(), Some(&None));
+        for (j, instr) in program.instrs.iter().enumerate() {
+            let dst = layout.results[j];
+            for r in instr.sources().into_iter().flatten() {
+                let src = match r.checked_sub(5) {
+                    Some(k) => layout.results[k],
+                    None => match layout.reads[r] {
+                        LeafRead::Rows { slot, .. } | LeafRead::Columns { slot, .. } | LeafRead::Gather { slot } => {
+                            Some(slot)
+                        }
+                        LeafRead::Dense | LeafRead::Scalar => None,
+                    },
+                };
+                assert!(dst.is_none() || dst != src, "instruction {j} overwrites its operand");
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Softmax and reductions of the CPU backend: row loops over a (outer, axis, inner) view of the
-//! operand, parallel over independent outer blocks.
+//! operand, parallel over independent outer blocks. Reductions along contiguous rows run eight rows
+//! side by side (independent accumulators, so their dependency chains overlap). Softmax rows and
+//! column reductions (`inner > 1`, vectorised across columns) run inside
+//! [`vmath::with_wide_vectors`].
 //!
 //! Invariants: every reduction output accumulates its inputs in increasing flat index order, exactly
 //! as the interpreter does, so results are bit-identical to it (sum in f32 in order, max with NaN
@@ -39,29 +42,43 @@ impl SoftmaxPlan {
         if block == 0 {
             return;
         }
+        // Each task runs whole blocks inside one wide-vector call; tasks of about SOFTMAX_TASK elements.
         let one = |(xs, ys): (&[f32], &mut [f32])| {
-            if self.inner == 1 {
-                softmax_row(xs, ys);
-            } else {
-                softmax_columns(xs, ys, self.inner);
-            }
+            vmath::with_wide_vectors(
+                #[inline(always)]
+                || {
+                    for (xb, yb) in xs.chunks(block).zip(ys.chunks_mut(block)) {
+                        if self.inner == 1 {
+                            softmax_row(xb, yb);
+                        } else {
+                            softmax_columns(xb, yb, self.inner);
+                        }
+                    }
+                },
+            )
         };
+        let task = block * (SOFTMAX_TASK / block).max(1);
         if threads > 1 && y.len() >= PAR_MIN_ELEMENTS && self.outer > 1 {
-            x.par_chunks(block).zip(y.par_chunks_mut(block)).for_each(one);
+            x.par_chunks(task).zip(y.par_chunks_mut(task)).for_each(one);
         } else {
-            x.chunks(block).zip(y.chunks_mut(block)).for_each(one);
+            x.chunks(task).zip(y.chunks_mut(task)).for_each(one);
         }
     }
 }
 
+/// Elements per softmax task (whole blocks; one block when a block is larger).
+const SOFTMAX_TASK: usize = 1 << 12;
+
+#[inline(always)]
 fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let sum = vmath::exp_shifted_sum(x, vmath::max(x), y);
+    let sum = vmath::exp_shifted_sum_plain(x, vmath::max_plain(x), y);
     for o in y.iter_mut() {
         *o /= sum;
     }
 }
 
 /// Softmax over the rows of a `[len, inner]` block, independently for each column.
+#[inline(always)]
 fn softmax_columns(x: &[f32], y: &mut [f32], inner: usize) {
     let mut max = vec![f32::NEG_INFINITY; inner];
     for row in x.chunks(inner) {
@@ -100,6 +117,7 @@ impl Accumulate for f32 {
             ReduceOp::Max => f32::NEG_INFINITY,
         }
     }
+    #[inline(always)]
     fn combine(op: ReduceOp, acc: f32, x: f32) -> f32 {
         match op {
             ReduceOp::Sum | ReduceOp::Mean => acc + x,
@@ -121,6 +139,7 @@ impl Accumulate for i32 {
             ReduceOp::Max => i32::MIN,
         }
     }
+    #[inline(always)]
     fn combine(op: ReduceOp, acc: i32, x: i32) -> i32 {
         match op {
             ReduceOp::Sum | ReduceOp::Mean => acc.wrapping_add(x),
@@ -217,20 +236,21 @@ impl ReducePlan {
         }
         let one = |(xs, os): (&[T], &mut [T])| {
             if inner == 1 {
-                os[0] = xs.iter().fold(T::init(op), |acc, &v| T::combine(op, acc, v));
+                reduce_rows(op, xs, red, os);
             } else {
-                os.fill(T::init(op));
-                for row in xs.chunks(inner) {
-                    for (o, &v) in os.iter_mut().zip(row) {
-                        *o = T::combine(op, *o, v);
-                    }
+                for (xb, ob) in xs.chunks(block).zip(os.chunks_mut(inner)) {
+                    reduce_columns(op, xb, inner, ob);
                 }
             }
         };
+        // Tasks of a multiple of ROW_GROUP outer blocks (the rows `reduce_rows` interleaves), about
+        // REDUCE_TASK elements when blocks are small.
+        let blocks = ROW_GROUP * (REDUCE_TASK / (block * ROW_GROUP)).max(1);
+        let (x_task, out_task) = (block * blocks, inner * blocks);
         if threads > 1 && x.len() >= PAR_MIN_ELEMENTS && outer > 1 {
-            x.par_chunks(block).zip(out.par_chunks_mut(inner)).for_each(one);
+            x.par_chunks(x_task).zip(out.par_chunks_mut(out_task)).for_each(one);
         } else {
-            x.chunks(block).zip(out.chunks_mut(inner)).for_each(one);
+            x.chunks(x_task).zip(out.chunks_mut(out_task)).for_each(one);
         }
     }
 
@@ -249,6 +269,65 @@ impl ReducePlan {
                 }
                 slot -= out_strides[axis] * dims[axis];
                 index[axis] = 0;
+            }
+        }
+    }
+}
+
+/// `out[j]` = the reduction over the rows of `x` (rows of `inner`) of column `j`, rows in order
+/// (vectorised across columns; each column accumulates in the interpreter's order).
+fn reduce_columns<T: Accumulate>(op: ReduceOp, x: &[T], inner: usize, out: &mut [T]) {
+    let init = T::init(op);
+    vmath::with_wide_vectors(
+        #[inline(always)]
+        || match op {
+            ReduceOp::Sum | ReduceOp::Mean => columns_with(x, inner, out, init, |a, v| T::combine(ReduceOp::Sum, a, v)),
+            ReduceOp::Max => columns_with(x, inner, out, init, |a, v| T::combine(ReduceOp::Max, a, v)),
+        },
+    )
+}
+
+#[inline(always)]
+fn columns_with<T: Copy>(x: &[T], inner: usize, out: &mut [T], init: T, f: impl Fn(T, T) -> T) {
+    out.fill(init);
+    for row in x.chunks(inner) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = f(*o, v);
+        }
+    }
+}
+
+/// Input elements per reduction task, about (whole outer blocks).
+const REDUCE_TASK: usize = 1 << 14;
+
+/// Rows reduced side by side by [`reduce_rows`].
+const ROW_GROUP: usize = 8;
+
+/// Reduces each row of `len` elements of `x` into one element of `out`, `ROW_GROUP` rows at a time
+/// with one accumulator each, so the rows' dependency chains overlap; each row still accumulates
+/// its elements in increasing order (the interpreter's order).
+fn reduce_rows<T: Accumulate>(op: ReduceOp, x: &[T], len: usize, out: &mut [T]) {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => rows_with(x, len, out, T::init(op), |a, v| T::combine(ReduceOp::Sum, a, v)),
+        ReduceOp::Max => rows_with(x, len, out, T::init(op), |a, v| T::combine(ReduceOp::Max, a, v)),
+    }
+}
+
+#[inline(always)]
+fn rows_with<T: Copy>(x: &[T], len: usize, out: &mut [T], init: T, f: impl Fn(T, T) -> T) {
+    for (xs, os) in x.chunks(len * ROW_GROUP).zip(out.chunks_mut(ROW_GROUP)) {
+        if os.len() == ROW_GROUP && xs.len() == len * ROW_GROUP {
+            let rows: [&[T]; ROW_GROUP] = std::array::from_fn(|r| &xs[r * len..(r + 1) * len]);
+            let mut acc = [init; ROW_GROUP];
+            for j in 0..len {
+                for (a, row) in acc.iter_mut().zip(&rows) {
+                    *a = f(*a, row[j]);
+                }
+            }
+            os.copy_from_slice(&acc);
+        } else {
+            for (row, o) in xs.chunks(len).zip(os.iter_mut()) {
+                *o = row.iter().fold(init, |a, &v| f(a, v));
             }
         }
     }
@@ -283,6 +362,49 @@ mod tests {
             ReducePlan::new(ReduceOp::Max, &[2, 3, 4], &[0, 2]).shape,
             ReduceShape::General { .. }
         ));
+    }
+
+    /// The interpreter's fold of `values` (in order) for `op`.
+    fn fold(op: ReduceOp, values: impl Iterator<Item = f32>, count: usize) -> f32 {
+        let mut acc = if op == ReduceOp::Max { f32::NEG_INFINITY } else { 0.0 };
+        for v in values {
+            acc = match op {
+                ReduceOp::Max if acc.is_nan() || v.is_nan() => f32::NAN,
+                ReduceOp::Max => acc.max(v),
+                ReduceOp::Sum | ReduceOp::Mean => acc + v,
+            };
+        }
+        if op == ReduceOp::Mean {
+            acc /= count as f32;
+        }
+        acc
+    }
+
+    #[test]
+    fn row_and_column_reductions_accumulate_in_flat_order() {
+        for (rows, len) in [(1, 5), (7, 300), (8, 1), (9, 33), (17, 64), (40, 1000), (150, 300)] {
+            // Magnitudes far apart, so a different summation order would change the bits.
+            let mut x: Vec<f32> = (0..rows * len)
+                .map(|i| ((i * 7919) % 1009) as f32 * 1e-3 + [1e4, -3.0, 0.5][i % 3])
+                .collect();
+            x[(rows / 2) * len + len / 2] = f32::NAN;
+            for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
+                for threads in [1, 2] {
+                    let mut out = vec![0.0f32; rows];
+                    ReducePlan::new(op, &[rows, len], &[1]).run(&x, &mut out, threads);
+                    for (r, &got) in out.iter().enumerate() {
+                        let expected = fold(op, x[r * len..(r + 1) * len].iter().copied(), len);
+                        assert_eq!(got.to_bits(), expected.to_bits(), "{op:?} [{rows}, {len}] row {r}");
+                    }
+                    let mut out = vec![0.0f32; len];
+                    ReducePlan::new(op, &[rows, len], &[0]).run(&x, &mut out, threads);
+                    for (c, &got) in out.iter().enumerate() {
+                        let expected = fold(op, (0..rows).map(|r| x[r * len + c]), rows);
+                        assert_eq!(got.to_bits(), expected.to_bits(), "{op:?} [{rows}, {len}] column {c}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

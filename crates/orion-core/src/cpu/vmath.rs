@@ -3,7 +3,9 @@
 //! SIMD code; the slice functions are additionally compiled for AVX-512F and for AVX2 and picked at
 //! run time on x86-64 (`is_x86_feature_detected!`). They replace per-element calls into the C library
 //! (`f32::exp`, `f32::tanh`) in softmax, GELU, SiLU and the cross-entropy (the `transcendental`
-//! bench compares the two).
+//! bench compares the two). [`with_wide_vectors`] runs any closure inside such a multiversioned
+//! function, so the loops of other kernels (fused programs, softmax rows, column reductions) that
+//! are inlined into it use the widest registers too.
 //!
 //! Accuracy (checked in the tests against `f64` references over the whole f32 range): `exp` within
 //! 2 ulp of the exact value (Cephes' `expf` reduction and polynomial, with the scale 2ⁿ applied in
@@ -102,20 +104,33 @@ pub(crate) fn map(f: Func, src: &[f32], dst: &mut [f32]) {
     map_plain(f, src, dst);
 }
 
-/// `dst[i] = e^(src[i] − shift)` and returns the sum of the results (as [`sum_plain`]): softmax's
-/// numerator and denominator in one pass.
-pub(crate) fn exp_shifted_sum(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
+/// Runs `body` inside a function compiled with AVX-512F enabled (or AVX2, whichever the CPU has
+/// first; plain x86-64 or the target's baseline otherwise), so loops inlined into it (mark them
+/// `#[inline(always)]`) use the widest registers. Plain IEEE arithmetic gives the same bits at any
+/// width, so results do not depend on the path taken.
+#[inline(always)]
+pub(crate) fn with_wide_vectors<R>(body: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
-        // SAFETY: as in `map`.
-        return unsafe { wide::exp_shifted_sum(src, shift, dst) };
+        // SAFETY: the CPU supports AVX-512F (checked just above); `body` is safe code.
+        return unsafe { wide::call(body) };
     }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
-        // SAFETY: as in `map`.
-        return unsafe { exp_shifted_sum_avx2(src, shift, dst) };
+        // SAFETY: the CPU supports AVX2 (checked just above); `body` is safe code.
+        return unsafe { call_avx2(body) };
     }
-    exp_shifted_sum_plain(src, shift, dst)
+    body()
+}
+
+/// Calls `body` with AVX2 enabled.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn call_avx2<R>(body: impl FnOnce() -> R) -> R {
+    body()
 }
 
 /// `values[i] = e^(values[i] − shift)` in place; returns their sum (as [`sum_plain`]).
@@ -160,8 +175,11 @@ fn map_plain(f: Func, src: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// `dst[i] = e^(src[i] − shift)`; returns the sum of the results (as [`sum_plain`]): softmax's
+/// numerator and denominator in one pass. No run-time dispatch: call it inside
+/// [`with_wide_vectors`] (the same bits at every width).
 #[inline(always)]
-fn exp_shifted_sum_plain(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
+pub(crate) fn exp_shifted_sum_plain(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = exp(s - shift);
     }
@@ -186,8 +204,10 @@ pub(crate) fn max(values: &[f32]) -> f32 {
 
 /// Branch-free lanes (a compare-and-select per element and a separate NaN flag), so LLVM
 /// vectorises the loop.
+///
+/// [`max`] without the run-time dispatch (for loops already inside [`with_wide_vectors`]).
 #[inline(always)]
-fn max_plain(values: &[f32]) -> f32 {
+pub(crate) fn max_plain(values: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut nan = [false; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -260,34 +280,26 @@ unsafe fn map_avx2(f: Func, src: &[f32], dst: &mut [f32]) {
     map_plain(f, src, dst);
 }
 
-/// [`exp_shifted_sum_plain`] compiled with AVX2 enabled.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn exp_shifted_sum_avx2(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
-    exp_shifted_sum_plain(src, shift, dst)
-}
-
 /// The slice loops compiled with AVX-512F enabled (the same code as the plain and AVX2 builds, so
 /// the same lanes and bits; LLVM uses 16-wide registers).
 #[cfg(target_arch = "x86_64")]
 mod wide {
     use super::Func;
 
+    /// Calls `body` with AVX-512F enabled.
+    ///
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn map(f: Func, src: &[f32], dst: &mut [f32]) {
-        super::map_plain(f, src, dst)
+    pub(super) unsafe fn call<R>(body: impl FnOnce() -> R) -> R {
+        body()
     }
 
     /// # Safety
     /// The CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn exp_shifted_sum(src: &[f32], shift: f32, dst: &mut [f32]) -> f32 {
-        super::exp_shifted_sum_plain(src, shift, dst)
+    pub(super) unsafe fn map(f: Func, src: &[f32], dst: &mut [f32]) {
+        super::map_plain(f, src, dst)
     }
 
     /// # Safety
@@ -387,7 +399,7 @@ mod tests {
         }
         let shifted: Vec<f32> = src.iter().map(|&s| s * 0.1).collect();
         let mut dst = vec![0.0; src.len()];
-        let total = exp_shifted_sum(&shifted, 3.0, &mut dst);
+        let total = with_wide_vectors(|| exp_shifted_sum_plain(&shifted, 3.0, &mut dst));
         let mut expected = 0.0f64;
         for (&d, &s) in dst.iter().zip(&shifted) {
             assert_eq!(d.to_bits(), exp(s - 3.0).to_bits());
