@@ -118,9 +118,9 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
         | Kernel::Split(_)
         | Kernel::Pad(_)
         | Kernel::Gather(_) => match kind_of(&outs[0]) {
-            StorageKind::Float => movement::<f32>(step, &views, outs)?,
-            StorageKind::I32 => movement::<i32>(step, &views, outs)?,
-            StorageKind::Bool => movement::<bool>(step, &views, outs)?,
+            StorageKind::Float => movement::<f32>(step, &views, outs, threads)?,
+            StorageKind::I32 => movement::<i32>(step, &views, outs, threads)?,
+            StorageKind::Bool => movement::<bool>(step, &views, outs, threads)?,
         },
     }
     for (t, buf) in step.outputs.iter().zip(outs.iter_mut()) {
@@ -139,15 +139,16 @@ fn kind_of(buf: &Buf) -> StorageKind {
     }
 }
 
-/// Kernels that move elements of any kind `T` (plus select, which picks them).
-fn movement<T: Elem>(step: &Step, views: &[View<'_>], outs: &mut [Buf]) -> Result<()> {
+/// Kernels that move elements of any kind `T` (plus select, which picks them); large copies, concats
+/// and splits use up to `threads` rayon tasks.
+fn movement<T: Elem>(step: &Step, views: &[View<'_>], outs: &mut [Buf], threads: usize) -> Result<()> {
     let op = step.op;
     let target = |i: usize| -> Result<&Target> { step.outputs.get(i).ok_or_else(|| kind_error(op, "an output")) };
     if let Kernel::Split(p) = &step.kernel {
         let src = typed_views::<T>(views, op)?;
         let src = src.first().ok_or_else(|| kind_error(op, "an operand"))?;
-        for (i, (piece, buf)) in p.pieces.iter().zip(outs.iter_mut()).enumerate() {
-            piece.apply(src, out_slice::<T>(buf, target(i)?.numel, op)?);
+        for (i, buf) in outs.iter_mut().enumerate() {
+            p.run_piece(i, src, out_slice::<T>(buf, target(i)?.numel, op)?, threads);
         }
         return Ok(());
     }
@@ -159,8 +160,8 @@ fn movement<T: Elem>(step: &Step, views: &[View<'_>], outs: &mut [Buf]) -> Resul
             .ok_or_else(|| kind_error(op, "the planned kind"))
     };
     match &step.kernel {
-        Kernel::Copy(c) => c.apply(typed(0)?, out),
-        Kernel::Concat(p) => p.run(&typed_views::<T>(views, op)?, out),
+        Kernel::Copy(c) => c.apply_parallel(typed(0)?, out, threads),
+        Kernel::Concat(p) => p.run(&typed_views::<T>(views, op)?, out, threads),
         Kernel::Pad(p) => p.run(typed(0)?, out),
         Kernel::Gather(p) => {
             let indices = views.get(1).ok_or_else(|| kind_error(op, "indices"))?.i32(op)?;

@@ -37,6 +37,10 @@ use std::borrow::Cow;
 
 /// Multiply-adds from which `gemm` is given more than one thread.
 const GEMM_PAR_MIN_WORK: usize = 1 << 18;
+/// Multiply-adds (over all products) from which a batch of products is split across tasks, one
+/// product per task: decode attention's per-head products (12 heads × 16 K multiply-adds against a
+/// 256-position cache, each streaming 64 KB) otherwise ran one after another on one core.
+const BATCH_PAR_MIN_WORK: usize = 1 << 16;
 /// Elements of a half-precision operand converted to f32 at once before `gemm` (larger right
 /// operands are converted and multiplied in chunks of stored lines).
 const HALF_WHOLE: usize = 1 << 24;
@@ -102,15 +106,16 @@ pub fn gemm_f32_crate(
 
 /// As [`gemm_f32`], choosing the orientation: a product with few rows whose right operand has
 /// contiguous columns (`x · Wᵀ` for a stored `W [n, k]`) is computed as `(W · xᵀ)ᵀ`, written through
-/// transposed destination strides (see the module header for the measurement).
+/// transposed destination strides (see the module header for the measurement). `kernel` allows the
+/// small-row kernel (off for the row blocks of [`gemm_row_halves`]: measured slower there).
 pub(crate) fn gemm_oriented(
     dst: &mut [f32],
     dst_rs: usize,
     a: MatRef<'_>,
     b: MatRef<'_>,
     (m, n, k): (usize, usize, usize),
-    accumulate: bool,
-    threads: usize,
+    (accumulate, threads): (bool, usize),
+    kernel: bool,
 ) -> Result<()> {
     if m > 1 && m < SWAP_MAX_ROWS && n > 1 && b.rs == 1 && b.cs != 1 {
         let bt = MatRef {
@@ -123,9 +128,9 @@ pub(crate) fn gemm_oriented(
             rs: a.cs,
             cs: a.rs,
         };
-        return gemm_strided(dst, (1, dst_rs), bt, at, (n, m, k), accumulate, threads);
+        return gemm_checked(dst, (1, dst_rs), bt, at, (n, m, k), (accumulate, threads), kernel);
     }
-    gemm_strided(dst, (dst_rs, 1), a, b, (m, n, k), accumulate, threads)
+    gemm_checked(dst, (dst_rs, 1), a, b, (m, n, k), (accumulate, threads), kernel)
 }
 
 /// True when `m × n` elements at `i·rs + j·cs` all lie in a slice of `len` and are pairwise
@@ -411,7 +416,7 @@ pub(crate) fn run(plan: &MatMulPlan, a: View<'_>, b: View<'_>, out: &mut [f32], 
         return Ok(());
     }
     let work = plan.m * plan.n * plan.k;
-    let many = plan.batches.len() > 1 && threads > 1 && work * plan.batches.len() >= GEMM_PAR_MIN_WORK;
+    let many = plan.batches.len() > 1 && threads > 1 && work * plan.batches.len() >= BATCH_PAR_MIN_WORK;
     if many {
         out.par_chunks_mut(per_batch)
             .zip(plan.batches.par_iter())
@@ -569,7 +574,7 @@ fn gemm_product(
         if splits_rows(m, n, k, threads) {
             gemm_row_halves(out, a_ref, b_ref, (m, n, k), threads)
         } else {
-            gemm_oriented(out, n, a_ref, b_ref, (m, n, k), false, threads)
+            gemm_oriented(out, n, a_ref, b_ref, (m, n, k), (false, threads), true)
         }
     };
     scratch_a.give_back();
@@ -599,7 +604,7 @@ fn gemm_row_halves(
             data: a.data.get(t * rows * a.rs..).unwrap_or(&[]),
             ..a
         };
-        gemm_oriented(o, n, part, b, (o.len() / n, n, k), false, 1)
+        gemm_oriented(o, n, part, b, (o.len() / n, n, k), (false, 1), false)
     })
 }
 
@@ -677,7 +682,7 @@ fn gemm_half_right(
                 data: &a.data[p0 * a.cs..],
                 ..a
             };
-            gemm_oriented(out, n, a_sub, b_ref, (m, n, p1 - p0), p0 > 0, threads)?;
+            gemm_oriented(out, n, a_sub, b_ref, (m, n, p1 - p0), (p0 > 0, threads), true)?;
         }
     } else {
         // Stored rows are output columns (the nn.Linear layout): each chunk fills columns j0..j1.
@@ -690,7 +695,7 @@ fn gemm_half_right(
                 rs: 1,
                 cs: plan.b.cs,
             };
-            gemm_oriented(&mut out[j0..], n, a, b_ref, (m, j1 - j0, k), false, threads)?;
+            gemm_oriented(&mut out[j0..], n, a, b_ref, (m, j1 - j0, k), (false, threads), true)?;
         }
     }
     Ok(())
@@ -791,7 +796,7 @@ mod tests {
             rs: 1,
             cs: 2,
         }; // b stored transposed
-        gemm_oriented(&mut oriented, 2, ar, bt, (2, 2, 2), false, 1).unwrap();
+        gemm_oriented(&mut oriented, 2, ar, bt, (2, 2, 2), (false, 1), true).unwrap();
         assert_eq!(oriented, [3.0, 2.0, 7.0, 4.0]);
     }
 

@@ -2,8 +2,9 @@
 //!
 //! - [`Broadcaster`]: reads any flat range of a numpy-broadcast operand into a dense buffer (the
 //!   operand loads of elementwise kernels);
-//! - [`StridedCopy`]: copies a strided block of a source into a strided block of a destination,
-//!   which is every data-movement op: transpose, slice, split, concat, pad and broadcast.
+//! - [`StridedCopy`]: copies a strided block of a source into a strided block of a destination:
+//!   transpose, slice, broadcast and pad (concat and split have row-block plans in `layout`). A
+//!   large copy into a dense destination is split over rayon tasks in blocks of whole runs.
 //!
 //! Invariants: shapes are dense and row-major; axes of extent 1 are dropped and adjacent axes that
 //! are contiguous in both source and destination are merged when planning, so the inner loop runs
@@ -12,6 +13,7 @@
 //! buffers of the planned sizes; slicing checks the rest).
 
 use crate::interp::index::strides;
+use rayon::prelude::*;
 
 /// Reads flat ranges of an operand broadcast (numpy style) to an output shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,13 +165,7 @@ impl StridedCopy {
         };
         let runs: usize = outer.iter().map(|a| a.extent).product();
         for run in 0..runs {
-            let (mut s, mut d, mut rest) = (self.src_offset, self.dst_offset, run);
-            for a in outer.iter().rev() {
-                let i = rest % a.extent;
-                rest /= a.extent;
-                s += i * a.src_stride;
-                d += i * a.dst_stride;
-            }
+            let (s, d) = self.run_origin(run);
             let out = &mut dst[d..];
             if last.dst_stride == 1 {
                 copy_run(src, s, last.src_stride, &mut out[..last.extent]);
@@ -180,7 +176,64 @@ impl StridedCopy {
             }
         }
     }
+
+    /// Source and destination offsets of the first element of run `run` (runs are the innermost
+    /// collapsed axis; outer axes are walked as an odometer, last fastest).
+    fn run_origin(&self, run: usize) -> (usize, usize) {
+        let (mut s, mut d, mut rest) = (self.src_offset, self.dst_offset, run);
+        let outer = &self.axes[..self.axes.len().saturating_sub(1)];
+        for a in outer.iter().rev() {
+            let i = rest % a.extent;
+            rest /= a.extent;
+            s += i * a.src_stride;
+            d += i * a.dst_stride;
+        }
+        (s, d)
+    }
+
+    /// Whether the copy writes `dst[dst_offset .. dst_offset + numel]` densely, run after run in
+    /// order (every gather plan: transpose, slice, split piece, broadcast).
+    fn dense_destination(&self) -> bool {
+        let mut inner = 1;
+        for a in self.axes.iter().rev() {
+            if a.dst_stride != inner {
+                return false;
+            }
+            inner *= a.extent;
+        }
+        true
+    }
+
+    /// As [`StridedCopy::apply`], with a copy of at least [`PAR_MIN_ELEMENTS`] into a dense
+    /// destination split into blocks of whole runs over up to `threads` rayon tasks (a copy at
+    /// memory speed: one core does not saturate the bandwidth). The same elements land in the
+    /// same places.
+    pub(crate) fn apply_parallel<T: Copy + Send + Sync>(&self, src: &[T], dst: &mut [T], threads: usize) {
+        let Some(last) = self.axes.last() else {
+            return self.apply(src, dst);
+        };
+        if threads < 2 || self.numel < PAR_MIN_ELEMENTS || !self.dense_destination() {
+            return self.apply(src, dst);
+        }
+        let run_len = last.extent;
+        let runs_per_task = (self.numel / (threads * TASKS_PER_THREAD)).div_ceil(run_len).max(1);
+        let region = &mut dst[self.dst_offset..self.dst_offset + self.numel];
+        region
+            .par_chunks_mut(runs_per_task * run_len)
+            .enumerate()
+            .for_each(|(task, block)| {
+                for (j, out) in block.chunks_mut(run_len).enumerate() {
+                    let (s, _) = self.run_origin(task * runs_per_task + j);
+                    copy_run(src, s, last.src_stride, out);
+                }
+            });
+    }
 }
+
+/// Elements from which a data-movement kernel is split across rayon tasks.
+pub(crate) const PAR_MIN_ELEMENTS: usize = 1 << 15;
+/// Tasks per thread of a parallel copy (a few, so a descheduled thread does not hold up the rest).
+pub(crate) const TASKS_PER_THREAD: usize = 4;
 
 /// Fills `dst` from `src` starting at `base` with stride `stride` (0 = repeat one element).
 fn copy_run<T: Copy>(src: &[T], base: usize, stride: usize, dst: &mut [T]) {
@@ -248,6 +301,39 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn parallel_copies_match_an_index_loop() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        // Transpose [4, 70, 3, 40] -> [4, 3, 70, 40] (split_heads), 33,600 elements.
+        let (b, t, h, d) = (4, 70, 3, 40);
+        let src: Vec<u32> = (0..(b * t * h * d) as u32).collect();
+        let copy = StridedCopy::gather(&[b, h, t, d], 0, &[t * h * d, d, h * d, 1]);
+        let mut expected = Vec::new();
+        for i in 0..b {
+            for j in 0..h {
+                for k in 0..t {
+                    expected.extend_from_slice(&src[((i * t + k) * h + j) * d..][..d]);
+                }
+            }
+        }
+        // Broadcast [300, 1] -> [300, 120] (a keep-dims reduction spread over its rows).
+        let column: Vec<u32> = (0..300).collect();
+        let spread = StridedCopy::gather(&[300, 120], 0, &[1, 0]);
+        let spread_expected: Vec<u32> = (0..300 * 120).map(|i| (i / 120) as u32).collect();
+        for threads in [1, 3] {
+            let mut out = vec![0u32; src.len()];
+            pool.install(|| copy.apply_parallel(&src, &mut out, threads));
+            assert_eq!(out, expected, "transpose, {threads} threads");
+            let mut out = vec![0u32; 300 * 120];
+            pool.install(|| spread.apply_parallel(&column, &mut out, threads));
+            assert_eq!(out, spread_expected, "broadcast, {threads} threads");
+        }
+        // A scattered destination (not dense) falls back to the serial copy.
+        let mut big = vec![9u32; 12];
+        StridedCopy::scatter(&[2, 2], 5, &[3, 4]).apply_parallel(&[1, 2, 3, 4], &mut big, 3);
+        assert_eq!(big, vec![9, 9, 9, 9, 9, 1, 2, 9, 9, 3, 4, 9]);
     }
 
     #[test]

@@ -518,8 +518,10 @@ fn batched_causal_attention(g: &mut Graph, q: ValueId, k: ValueId, v: ValueId) -
     let group = heads / kv_heads;
     let q_grouped = g.reshape(q, &[batch, kv_heads, group * t, head_dim])?;
     let scores = g.matmul(q_grouped, k, false, true)?;
-    let scores = g.mul_scalar(scores, 1.0 / (head_dim as f32).sqrt())?;
+    // Reshaped before scaling (a view; the same values as scaling first): the scale and the mask
+    // add are then on one shape and run as one fused pass, forward and backward.
     let scores = g.reshape(scores, &[batch, kv_heads, group, t, t])?;
+    let scores = g.mul_scalar(scores, 1.0 / (head_dim as f32).sqrt())?;
     let mask = composite::causal_mask(g, t, g.dtype(q))?;
     let masked = g.add(scores, mask)?;
     let probs = g.softmax(masked, -1)?;

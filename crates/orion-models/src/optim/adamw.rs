@@ -154,6 +154,19 @@ impl AdamW {
         grads: &BTreeMap<String, Vec<f32>>,
         lr: f32,
     ) -> Result<()> {
+        self.step_scaled(params, grads, lr, 1.0)
+    }
+
+    /// As [`AdamW::step`] with every gradient multiplied by `grad_scale` first (global-norm
+    /// clipping folded into the update): bit-identical to scaling `grads` in place and calling
+    /// `step`, without the extra pass over them.
+    pub fn step_scaled(
+        &mut self,
+        params: &mut BTreeMap<String, Vec<f32>>,
+        grads: &BTreeMap<String, Vec<f32>>,
+        lr: f32,
+        grad_scale: f32,
+    ) -> Result<()> {
         self.config.validate()?;
         if !(lr.is_finite() && lr >= 0.0) {
             return Err(ModelError::Usage(format!("AdamW: learning rate {lr} is out of range")));
@@ -183,6 +196,7 @@ impl AdamW {
                 step_size,
                 bias2_sqrt,
                 decay,
+                grad_scale,
             };
             adamw_update(p, g, m, v, coefficients);
         }

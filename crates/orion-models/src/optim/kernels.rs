@@ -28,9 +28,13 @@ pub(crate) struct AdamWCoefficients {
     pub bias2_sqrt: f32,
     /// `1 − lr · weight_decay`, or 1 for a parameter that does not decay.
     pub decay: f32,
+    /// Factor every gradient element is multiplied by first (global-norm clipping; 1 leaves it
+    /// exactly as it is): `g · s` is the product a separate scaling pass would have stored.
+    pub grad_scale: f32,
 }
 
-/// One AdamW update of `p` in place from gradient `g`, moments `m` and `v` (all of one length).
+/// One AdamW update of `p` in place from gradient `g · c.grad_scale`, moments `m` and `v` (all of
+/// one length).
 pub(crate) fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: AdamWCoefficients) {
     debug_assert!(g.len() == p.len() && m.len() == p.len() && v.len() == p.len());
     if p.len() < PARALLEL_MIN {
@@ -53,6 +57,7 @@ pub(crate) fn adamw_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32
 fn adamw_serial(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: AdamWCoefficients) {
     let (one_minus_beta1, one_minus_beta2) = (1.0 - c.beta1, 1.0 - c.beta2);
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let g = g * c.grad_scale;
         *m = c.beta1 * *m + one_minus_beta1 * g;
         *v = c.beta2 * *v + one_minus_beta2 * g * g;
         let denom = v.sqrt() / c.bias2_sqrt + c.eps;
@@ -152,7 +157,7 @@ mod tests {
 
     #[test]
     fn adamw_update_is_bit_identical_to_the_scalar_definition_in_both_splits() {
-        for len in [13, PARALLEL_MIN + 5] {
+        for (len, grad_scale) in [(13, 1.0), (PARALLEL_MIN + 5, 1.0), (29, 0.37), (PARALLEL_MIN + 3, 0.37)] {
             let (p0, g) = (ramp(len, 1e-3), ramp(len, 2e-4));
             let (m0, v0) = (
                 ramp(len, 1e-5),
@@ -165,9 +170,12 @@ mod tests {
                 step_size: 0.01,
                 bias2_sqrt: 0.3,
                 decay: 0.999,
+                grad_scale,
             };
             let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
             adamw_update(&mut p, &g, &mut m, &mut v, c);
+            // The definition: the gradients scaled by a separate pass (as clipping did), then AdamW.
+            let g: Vec<f32> = g.iter().map(|x| x * grad_scale).collect();
             for i in 0..len {
                 let mi = c.beta1 * m0[i] + (1.0 - c.beta1) * g[i];
                 let vi = c.beta2 * v0[i] + (1.0 - c.beta2) * g[i] * g[i];

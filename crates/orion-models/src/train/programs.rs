@@ -155,7 +155,7 @@ pub const SAVED_PREFIX: &str = "saved.";
 
 /// Turns a forward graph and its (split) backward graph, which recomputes the forward, into a pair
 /// that saves activations instead: the forward also outputs every forward value the backward reads
-/// (the viewed value for a reshape) or outputs (like a weight-gradient operand), named
+/// or outputs (like a weight-gradient operand; for a reshape, the viewed value), named
 /// `saved.<id>`, and in the backward those values become inputs of the same names, so its
 /// recomputation is dead code; outputs that became inputs are dropped from the backward. Returns (forward,
 /// backward, saved names). `backward` must be `grad(forward, …)` (whose first nodes are the
@@ -225,8 +225,8 @@ pub fn split_saved_activations(forward: &Graph, backward: &Graph) -> Result<(Gra
 
 /// For each node of `backward` (whose first `forward_nodes` nodes are the forward's): whether its
 /// values are saved by the forward, i.e. it is a forward activation (not an input or constant) that
-/// a backward node reads (the viewed value for a reshape, which the backward redoes for free) or
-/// that is an output other than the forward's own.
+/// a backward node reads or that is an output other than the forward's own (for both, the viewed
+/// value of a reshape, which the backward redoes for free).
 fn nodes_to_save(backward: &Graph, forward_nodes: usize, forward_outputs: &[&str]) -> Vec<bool> {
     let nodes = backward.nodes();
     let is_activation = |v: ValueId| {
@@ -247,17 +247,61 @@ fn nodes_to_save(backward: &Graph, forward_nodes: usize, forward_outputs: &[&str
         .iter()
         .flat_map(|n| n.inputs.iter())
         .map(|&v| viewed(v));
+    // An output that views another activation (a reshape) saves the viewed value: the backward
+    // redoes the view, so the forward does not output one buffer under two names (which costs a
+    // copy of each).
     let outputs = backward
         .outputs()
         .iter()
         .filter(|o| !forward_outputs.contains(&o.name.as_str()))
-        .map(|o| o.value);
+        .map(|o| viewed(o.value));
     for v in reads.chain(outputs) {
         if is_activation(v) {
             saved_node[backward.values()[v.index()].node.index()] = true;
         }
     }
+    recompute_elementwise(backward, forward_nodes, &mut saved_node);
     saved_node
+}
+
+/// Unmarks (in forward order) every saved elementwise node whose operands are graph inputs,
+/// constants, saved or themselves recomputed, and whose forward users are all elementwise: the
+/// backward recomputes it inside its own fused loops instead. Such a value exists in the forward
+/// only to be saved (its users fuse it away otherwise), so recomputing it saves the forward a
+/// write and the backward a read, and adds no saved value.
+fn recompute_elementwise(backward: &Graph, forward_nodes: usize, saved_node: &mut [bool]) {
+    let nodes = &backward.nodes()[..forward_nodes.min(backward.nodes().len())];
+    let elementwise = |at: usize| {
+        let node = &nodes[at];
+        matches!(node.op, Op::Unary(_) | Op::Binary(_))
+            && node.outputs.len() == 1
+            && backward.ty(node.outputs[0]).dtype.is_float()
+    };
+    let node_of = |v: ValueId| backward.values()[v.index()].node.index();
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); backward.values().len()];
+    for (at, node) in nodes.iter().enumerate() {
+        for &v in &node.inputs {
+            users[v.index()].push(at);
+        }
+    }
+    let mut recomputed = vec![false; nodes.len()];
+    for at in 0..nodes.len() {
+        if !saved_node[at] || !elementwise(at) {
+            continue;
+        }
+        let available = nodes[at].inputs.iter().all(|&u| {
+            let from = node_of(u);
+            from >= nodes.len()
+                || matches!(nodes[from].op, Op::Input { .. } | Op::Const { .. })
+                || saved_node[from]
+                || recomputed[from]
+        });
+        let fused_away = users[nodes[at].outputs[0].index()].iter().all(|&u| elementwise(u));
+        if available && fused_away {
+            saved_node[at] = false;
+            recomputed[at] = true;
+        }
+    }
 }
 
 /// Every program of a training step for one configuration and sequence length.
@@ -489,7 +533,7 @@ mod tests {
     use super::*;
     use crate::model::{build_layer, Model};
     use orion_core::interp::{interpret, Precision};
-    use orion_core::Tensor;
+    use orion_core::{Tensor, UnaryOp};
     use std::collections::HashMap;
 
     fn tiny(name: &str) -> ModelConfig {
@@ -526,6 +570,15 @@ mod tests {
             let (backward, _) = split_weight_gemms(&grad(&forward, &wrt, Seed::Cotangents).unwrap()).unwrap();
             let (fwd, bwd, saved) = split_saved_activations(&forward, &backward).unwrap();
             assert!(!saved.is_empty());
+            // SiLU's sigmoid feeds only elementwise ops and reads the saved gate projection: the
+            // backward recomputes it instead of taking it. (GPT-2's GELU tanh stays saved: its
+            // operands are intermediate values nobody else saves.)
+            for name in &saved {
+                let id: usize = name[SAVED_PREFIX.len()..].parse().unwrap();
+                let op = &backward.nodes()[backward.values()[id].node.index()].op;
+                let activation = matches!(op, Op::Unary(UnaryOp::Sigmoid));
+                assert!(!activation, "{name}: {} is saved", op.name());
+            }
             // Data: x, grad_y and the model's layer-0 weights.
             let model = Model::random(cfg.clone(), 5).unwrap();
             let mut data: HashMap<String, Tensor> = model

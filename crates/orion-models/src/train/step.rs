@@ -10,18 +10,22 @@
 //! representable range while the returned gradients are unscaled.
 //!
 //! Binding: the parameters are converted to tensors once per call (in the dtype of the programs
-//! that read them) and *moved* into each program's input list and back after the call, so no
-//! parameter is copied per program call.
+//! that read them; [`StepRunner::loss_and_grads_in_place`] moves the f32 ones in and back out
+//! instead of copying them) and *moved* into each program's input list and back after the call, so
+//! no parameter is copied per program call. Large buffers the step is done with (a layer's saved
+//! activations after its backward, row copies, the head's temporaries) go to the CPU backend's
+//! spare pool, so the next outputs reuse memory that is already paged in.
 //!
 //! Invariants: parameters and gradients are keyed by canonical names, f32, row-major in
 //! `weight_specs` shapes; gradients of a tensor used twice (a tied head) are summed.
 
+pub use super::classifier::fused_classifier;
+use super::classifier::CLASSIFIER_BLOCK;
 use super::programs::{head_name, layer_weight_name, Program, StepPrograms, SAVED_PREFIX};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::weight_specs;
-use orion_core::cpu::kernels::{gemm_f32, softmax_cross_entropy, MatRef};
-use orion_core::cpu::{recycle_vec, spare_buffer};
+use orion_core::cpu::recycle_vec;
 use orion_core::{DType, Tensor, TensorData};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -100,9 +104,6 @@ pub(crate) fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
-/// Logits elements the fused classifier computes per block of rows (64 MB of f32).
-const CLASSIFIER_BLOCK: usize = 1 << 24;
-
 /// Parameters as program inputs, by canonical name (moved out for a program call and back).
 type WeightTensors = HashMap<String, Tensor>;
 
@@ -143,54 +144,72 @@ impl StepRunner {
 
     /// Loss and gradients of `params` on `batch`, with `loss_scale` applied inside the layers.
     pub fn loss_and_grads(&self, params: &Params, batch: &Batch, loss_scale: f32) -> Result<StepOutput> {
-        let (b, t, d) = (self.batch, self.seq_len, self.cfg.dim);
-        let n = b * t;
+        self.check_batch(batch)?;
+        let mut weights = self.weight_tensors(params)?;
+        self.step(&mut weights, batch, loss_scale)
+    }
+
+    /// As [`StepRunner::loss_and_grads`], without copying the parameters: those the programs read
+    /// in f32 are moved into the program inputs for the call and back into `params` afterwards
+    /// (also when the step fails), so `params` holds the same values after the call.
+    pub fn loss_and_grads_in_place(&self, params: &mut Params, batch: &Batch, loss_scale: f32) -> Result<StepOutput> {
+        self.check_batch(batch)?;
+        let (mut weights, moved) = self.take_weight_tensors(params)?;
+        let out = self.step(&mut weights, batch, loss_scale);
+        let restored = restore_params(params, weights, &moved);
+        let out = out?;
+        restored?;
+        Ok(out)
+    }
+
+    /// The batch's sizes and token ids, checked against the step's shape and vocabulary.
+    fn check_batch(&self, batch: &Batch) -> Result<()> {
+        let n = self.batch * self.seq_len;
         if batch.inputs.len() != n || batch.targets.len() != n || n == 0 {
             return Err(ModelError::Usage(format!(
-                "batch holds {} inputs and {} targets, the step needs {b}×{t}",
+                "batch holds {} inputs and {} targets, the step needs {}×{}",
                 batch.inputs.len(),
-                batch.targets.len()
+                batch.targets.len(),
+                self.batch,
+                self.seq_len
             )));
         }
-        self.check_tokens(batch)?;
-        let mut weights = self.weight_tensors(params)?;
+        self.check_tokens(batch)
+    }
+
+    /// The forward/backward pass on a checked `batch` with the parameters bound as `weights`.
+    fn step(&self, weights: &mut WeightTensors, batch: &Batch, loss_scale: f32) -> Result<StepOutput> {
+        let (n, d) = (batch.inputs.len(), self.cfg.dim);
         let mut grads = Params::new();
         let mut timings = StepTimings::default();
         let mut clock = Instant::now();
         let tokens = Tensor::i32([n], batch.inputs.clone());
         let embed = &self.programs.embed;
-        let out = self.run(&embed.forward, vec![("tokens", tokens.clone())], &mut weights, None)?;
-        let x = take_output(&embed.forward, out, "x")?;
+        let out = self.run(&embed.forward, vec![("tokens", tokens.clone())], weights, None)?;
+        let x = into_f32_vec(take_output(&embed.forward, out, "x")?);
         timings.embed_ms += ms_since(clock);
         clock = Instant::now();
-        let (x, kept) = self.layers_forward(&mut weights, &into_f32_vec(x))?;
+        let (x, kept) = self.layers_forward(weights, x)?;
         timings.forward_ms += ms_since(clock);
         clock = Instant::now();
-        let (loss, mut dx) = self.head(&mut weights, x, &batch.targets, &mut grads)?;
+        let (loss, mut dx) = self.head(weights, x, &batch.targets, &mut grads)?;
         timings.head_ms += ms_since(clock);
         clock = Instant::now();
-        dx.iter_mut().for_each(|v| *v *= loss_scale);
+        if loss_scale != 1.0 {
+            dx.iter_mut().for_each(|v| *v *= loss_scale);
+        }
         let mut layer_grads = Params::new();
-        let dx = self.layers_backward(&mut weights, kept, &dx, &mut layer_grads, &mut timings)?;
+        let dx = self.layers_backward(weights, kept, dx, &mut layer_grads, &mut timings)?;
         timings.backward_ms += ms_since(clock) - timings.weight_grad_ms;
         clock = Instant::now();
         let cot = Tensor::f32([n, d], dx);
         let data = vec![("tokens", tokens), ("grad_x", cot)];
-        let mut out = self.run(&embed.backward, data, &mut weights, None)?;
+        let data = data.into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+        let (mut out, data) = self.run_with(&embed.backward, data, weights, None)?;
+        data.into_iter().for_each(|(_, t)| orion_core::cpu::recycle(t));
         collect_grads(&embed.backward, &mut out, |n| n.to_string(), &mut layer_grads)?;
         timings.embed_ms += ms_since(clock);
-        let inv = 1.0 / loss_scale;
-        for (name, mut g) in layer_grads {
-            match grads.get_mut(&name) {
-                Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, v)| *a += v * inv),
-                None => {
-                    if inv != 1.0 {
-                        g.iter_mut().for_each(|v| *v *= inv);
-                    }
-                    grads.insert(name, g);
-                }
-            }
-        }
+        merge_layer_grads(&mut grads, layer_grads, 1.0 / loss_scale);
         for (name, shape) in &self.shapes {
             grads
                 .entry(name.clone())
@@ -200,14 +219,14 @@ impl StepRunner {
     }
 
     /// Rows of `x` `[B·T, D]` as the layer programs take them (`layer_batch` sequences per call).
-    fn layer_chunks(&self, x: &[f32]) -> Vec<Tensor> {
+    fn layer_chunks(&self, x: Vec<f32>) -> Vec<Tensor> {
         let rows = self.programs.layer_batch.clamp(1, self.batch) * self.seq_len;
         split_rows(x, rows * self.cfg.dim, [rows, self.cfg.dim], self.programs.layer_dtype)
     }
 
     /// Every layer forward on `x` `[B·T, D]`; returns the last layer's output (f32) and, per layer
     /// and chunk, the layer's input and the activations its backward takes.
-    fn layers_forward(&self, weights: &mut WeightTensors, x: &[f32]) -> Result<(Vec<f32>, Vec<Vec<Kept>>)> {
+    fn layers_forward(&self, weights: &mut WeightTensors, x: Vec<f32>) -> Result<(Vec<f32>, Vec<Vec<Kept>>)> {
         let mut x = self.layer_chunks(x);
         let mut kept = Vec::with_capacity(self.cfg.n_layers);
         for layer in 0..self.cfg.n_layers {
@@ -218,7 +237,7 @@ impl StepRunner {
             }
             kept.push(layer_kept);
         }
-        Ok((join_rows(&x), kept))
+        Ok((join_rows(x), kept))
     }
 
     /// Every layer backward from the last, with `dx` `[B·T, D]` the gradient of the last output;
@@ -227,7 +246,7 @@ impl StepRunner {
         &self,
         weights: &mut WeightTensors,
         mut kept: Vec<Vec<Kept>>,
-        dx: &[f32],
+        dx: Vec<f32>,
         grads: &mut Params,
         timings: &mut StepTimings,
     ) -> Result<Vec<f32>> {
@@ -240,7 +259,7 @@ impl StepRunner {
                 .map(|(xc, dy)| self.layer_backward(weights, layer, xc, dy, grads, timings))
                 .collect::<Result<Vec<_>>>()?;
         }
-        Ok(join_rows(&dx))
+        Ok(join_rows(dx))
     }
 
     fn check_tokens(&self, batch: &Batch) -> Result<()> {
@@ -262,23 +281,56 @@ impl StepRunner {
     fn weight_tensors(&self, params: &Params) -> Result<WeightTensors> {
         let mut out = HashMap::with_capacity(params.len());
         for (name, values) in params {
-            let Some(shape) = self.shapes.get(name) else {
-                continue;
-            };
-            if values.len() != shape.iter().product::<usize>() {
-                return Err(ModelError::TensorShape {
-                    name: name.clone(),
-                    expected: shape.clone(),
-                    found: vec![values.len()],
-                });
+            if let Some((shape, dtype)) = self.binding(name, values.len())? {
+                out.insert(name.clone(), float_tensor(dtype, shape, values.clone()));
             }
-            let dtype = match self.layer_params.contains(name) {
-                true => self.programs.layer_dtype,
-                false => DType::F32,
-            };
-            out.insert(name.clone(), float_tensor(dtype, shape, values.clone()));
         }
         Ok(out)
+    }
+
+    /// As [`StepRunner::weight_tensors`], moving the values of parameters bound in f32 out of
+    /// `params` (left empty; their names are returned) instead of copying them.
+    fn take_weight_tensors(&self, params: &mut Params) -> Result<(WeightTensors, Vec<String>)> {
+        let mut out = HashMap::with_capacity(params.len());
+        let mut moved = Vec::new();
+        let bindings = params
+            .iter()
+            .map(|(name, values)| self.binding(name, values.len()))
+            .collect::<Result<Vec<_>>>()?;
+        for ((name, values), binding) in params.iter_mut().zip(bindings) {
+            let Some((shape, dtype)) = binding else {
+                continue;
+            };
+            let values = match dtype {
+                DType::F32 => {
+                    moved.push(name.clone());
+                    std::mem::take(values)
+                }
+                _ => values.clone(),
+            };
+            out.insert(name.clone(), float_tensor(dtype, shape, values));
+        }
+        Ok((out, moved))
+    }
+
+    /// The spec shape and program dtype parameter `name` of `len` values is bound with (`None` for
+    /// a name the model does not have; an error for a wrong size).
+    fn binding(&self, name: &str, len: usize) -> Result<Option<(&[usize], DType)>> {
+        let Some(shape) = self.shapes.get(name) else {
+            return Ok(None);
+        };
+        if len != shape.iter().product::<usize>() {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                expected: shape.clone(),
+                found: vec![len],
+            });
+        }
+        let dtype = match self.layer_params.contains(name) {
+            true => self.programs.layer_dtype,
+            false => DType::F32,
+        };
+        Ok(Some((shape, dtype)))
     }
 
     /// Runs `program`: inputs named in `data` are taken from it; every other input is the weight of
@@ -393,7 +445,7 @@ impl StepRunner {
         // The activations, their gradients and the weight-gradient operands are done with: their
         // storage goes to the CPU backend's spare pool for the next step's outputs.
         let done = out.into_iter().chain(data.into_iter().map(|(_, t)| t)).chain(spent);
-        done.for_each(orion_core::cpu::recycle);
+        recycle_distinct(done.collect());
         Ok(dx)
     }
 
@@ -412,8 +464,13 @@ impl StepRunner {
         let out = self.run(&norm.forward, vec![("x", x.clone())], weights, None)?;
         let x_norm = into_f32_vec(take_output(&norm.forward, out, "x_norm")?);
         let (loss, d_norm) = self.classifier(weights, &x_norm, targets, grads)?;
-        let data = vec![("x", x), ("grad_x_norm", Tensor::f32([n, d], d_norm))];
-        let mut out = self.run(&norm.backward, data, weights, None)?;
+        recycle_vec(x_norm);
+        let data = vec![
+            ("x".to_string(), x),
+            ("grad_x_norm".to_string(), Tensor::f32([n, d], d_norm)),
+        ];
+        let (mut out, data) = self.run_with(&norm.backward, data, weights, None)?;
+        data.into_iter().for_each(|(_, t)| orion_core::cpu::recycle(t));
         collect_grads(&norm.backward, &mut out, |n| n.to_string(), grads)?;
         Ok((loss, into_f32_vec(take_output(&norm.backward, out, "grad_x")?)))
     }
@@ -440,100 +497,6 @@ impl StepRunner {
         add_grad(grads, name, dw)?;
         Ok((loss, dx))
     }
-}
-
-/// Mean cross-entropy of the classifier `W [V, D]` on `x_norm [N, D]` with `targets [N]`, and its
-/// gradients: blocks of `block` rows go through `gemm` (logits), the fused softmax cross-entropy
-/// (logits → their gradient, in place) and `gemm` again for the gradients of `x_norm` and of `W`.
-/// Returns (loss, grad x_norm `[N, D]`, grad W `[V, D]`).
-pub fn fused_classifier(
-    w: &[f32],
-    d: usize,
-    x_norm: &[f32],
-    targets: &[i32],
-    block: usize,
-) -> Result<(f32, Vec<f32>, Vec<f32>)> {
-    let n = targets.len();
-    let v = w.len() / d.max(1);
-    if d == 0 || n == 0 || w.len() != v * d || x_norm.len() != n * d {
-        return Err(ModelError::Usage(format!(
-            "classifier of {} values over {d} features for {} rows of {} values",
-            w.len(),
-            n,
-            x_norm.len()
-        )));
-    }
-    orion_core::cpu::install(|| classifier_blocks(w, d, x_norm, targets, block))
-}
-
-/// The body of [`fused_classifier`] (arguments checked), run inside the CPU pool.
-fn classifier_blocks(
-    w: &[f32],
-    d: usize,
-    x_norm: &[f32],
-    targets: &[i32],
-    block: usize,
-) -> Result<(f32, Vec<f32>, Vec<f32>)> {
-    let (n, v) = (targets.len(), w.len() / d);
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let block = block.clamp(1, n);
-    // Every element of these buffers is written before it is read (`gemm` without accumulation
-    // first), so recycled buffers from the CPU backend's spare pool serve.
-    let mut logits = spare_buffer(block * v);
-    // The classifier's gradient is accumulated transposed (`x_normᵀ · dz`, [D, V]): measured
-    // faster in `gemm` than `dzᵀ · x_norm`.
-    let (mut dx, mut dw_t) = (spare_buffer(n * d), spare_buffer(v * d));
-    let mut total = 0.0f64;
-    for r0 in (0..n).step_by(block) {
-        let rows = block.min(n - r0);
-        let xs = &x_norm[r0 * d..(r0 + rows) * d];
-        let z = &mut logits[..rows * v];
-        let x_ref = MatRef { data: xs, rs: d, cs: 1 };
-        gemm_f32(
-            z,
-            v,
-            x_ref,
-            MatRef { data: w, rs: 1, cs: d },
-            (rows, v, d),
-            false,
-            threads,
-        )?;
-        total += softmax_cross_entropy(z, v, &targets[r0..r0 + rows], 1.0 / n as f32, threads)?;
-        let dz = MatRef { data: z, rs: v, cs: 1 };
-        let dx_rows = &mut dx[r0 * d..(r0 + rows) * d];
-        gemm_f32(
-            dx_rows,
-            d,
-            dz,
-            MatRef { data: w, rs: d, cs: 1 },
-            (rows, d, v),
-            false,
-            threads,
-        )?;
-        let x_t = MatRef { data: xs, rs: 1, cs: d };
-        gemm_f32(&mut dw_t, v, x_t, dz, (d, v, rows), r0 > 0, threads)?;
-    }
-    let dw = transpose(&dw_t, d, v);
-    recycle_vec(logits);
-    recycle_vec(dw_t);
-    Ok(((total / n as f64) as f32, dx, dw))
-}
-
-/// The transpose `[cols, rows]` of the row-major `[rows, cols]` matrix `m`, in square tiles (so
-/// both sides are read and written a cache line at a time).
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = spare_buffer(rows * cols); // every element is written below
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = m[r * cols + c];
-                }
-            }
-        }
-    }
-    out
 }
 
 /// A zero-element stand-in for a tensor moved out of a list.
@@ -568,22 +531,33 @@ fn dw_operand(bwd: &Program, out: &mut [Tensor], data: &mut [(String, Tensor)], 
         .ok_or_else(|| ModelError::Usage(format!("no tensor for the weight-gradient operand {name:?}")))
 }
 
-/// `values` (`len` a multiple of `chunk`) as tensors of `dims` in `dtype`, one per chunk.
-fn split_rows(values: &[f32], chunk: usize, dims: [usize; 2], dtype: DType) -> Vec<Tensor> {
-    values
+/// `values` (`len` a multiple of `chunk`) as tensors of `dims` in `dtype`, one per chunk (f32 values
+/// in one chunk are moved, not copied; copied ones go to the spare pool).
+fn split_rows(values: Vec<f32>, chunk: usize, dims: [usize; 2], dtype: DType) -> Vec<Tensor> {
+    if values.len() == chunk && dtype == DType::F32 {
+        return vec![float_tensor(dtype, &dims, values)];
+    }
+    let tensors = values
         .chunks(chunk.max(1))
         .map(|c| float_tensor(dtype, &dims, c.to_vec()))
-        .collect()
+        .collect();
+    recycle_vec(values);
+    tensors
 }
 
-/// The rows of `chunks` one after another, as f32.
-fn join_rows(chunks: &[Tensor]) -> Vec<f32> {
+/// The rows of `chunks` one after another, as f32 (a single f32 chunk is moved, not copied;
+/// copied chunks go to the spare pool).
+fn join_rows(mut chunks: Vec<Tensor>) -> Vec<f32> {
+    if chunks.len() == 1 && chunks[0].dtype() == DType::F32 {
+        return chunks.pop().map(into_f32_vec).unwrap_or_default();
+    }
     let mut out = Vec::with_capacity(chunks.iter().map(Tensor::numel).sum());
     for c in chunks {
         match c.as_f32() {
             Some(v) => out.extend_from_slice(v),
             None => out.extend(c.to_f32_vec()),
         }
+        orion_core::cpu::recycle(c);
     }
     out
 }
@@ -603,6 +577,52 @@ fn add_grad(grads: &mut Params, key: &str, values: Vec<f32>) -> Result<()> {
         None => {
             grads.insert(key.to_string(), values);
             Ok(())
+        }
+    }
+}
+
+/// Gives the storage of `tensors` to the CPU backend's spare pool, each storage once: a tensor
+/// sharing its storage with a later one in the list (a program output that is one of its inputs)
+/// is dropped instead, so the pool never receives a copy.
+fn recycle_distinct(mut tensors: Vec<Tensor>) {
+    while let Some(t) = tensors.pop() {
+        if !tensors.iter().any(|other| other.shares_storage_with(&t)) {
+            orion_core::cpu::recycle(t);
+        }
+    }
+}
+
+/// Puts the values of the `moved` parameters (see `take_weight_tensors`) back into `params` from
+/// their tensors in `weights` (without a copy when a tensor holds the only reference).
+fn restore_params(params: &mut Params, mut weights: WeightTensors, moved: &[String]) -> Result<()> {
+    let mut lost = None;
+    for name in moved {
+        match (params.get_mut(name), weights.remove(name)) {
+            (Some(slot), Some(tensor)) => *slot = into_f32_vec(tensor),
+            _ => lost = Some(name.clone()),
+        }
+    }
+    match lost {
+        None => Ok(()),
+        Some(name) => Err(ModelError::MissingTensor { name, expected: vec![] }),
+    }
+}
+
+/// Adds the layer and embedding gradients (computed under the loss scale) to `grads`, each
+/// multiplied by `inv` (`1 / scale`); a gradient not yet in `grads` is moved in.
+fn merge_layer_grads(grads: &mut Params, layer_grads: Params, inv: f32) {
+    for (name, mut g) in layer_grads {
+        match grads.get_mut(&name) {
+            Some(acc) => {
+                acc.iter_mut().zip(&g).for_each(|(a, v)| *a += v * inv);
+                recycle_vec(g);
+            }
+            None => {
+                if inv != 1.0 {
+                    g.iter_mut().for_each(|v| *v *= inv);
+                }
+                grads.insert(name, g);
+            }
         }
     }
 }
@@ -658,49 +678,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transpose_swaps_rows_and_columns_across_tiles() {
-        let (rows, cols) = (37, 70);
-        let m: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        let t = transpose(&m, rows, cols);
-        for r in 0..rows {
-            for c in 0..cols {
-                assert_eq!(t[c * rows + r], m[r * cols + c]);
-            }
-        }
-    }
-
-    #[test]
-    fn fused_classifier_matches_an_f64_loop_for_any_block_size() {
-        let (n, d, v) = (7, 5, 11);
-        let w: Vec<f32> = (0..v * d).map(|i| ((i * 17 % 23) as f32 - 11.0) / 10.0).collect();
-        let x: Vec<f32> = (0..n * d).map(|i| ((i * 13 % 19) as f32 - 9.0) / 7.0).collect();
-        let targets: Vec<i32> = (0..n).map(|r| ((r * 5) % v) as i32).collect();
-        // Reference: logits, softmax, mean cross-entropy and both gradients in f64.
-        let (mut loss, mut dx, mut dw) = (0.0f64, vec![0.0f64; n * d], vec![0.0f64; v * d]);
-        for r in 0..n {
-            let z: Vec<f64> = (0..v)
-                .map(|j| (0..d).map(|k| x[r * d + k] as f64 * w[j * d + k] as f64).sum())
-                .collect();
-            let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let s: f64 = z.iter().map(|zj| (zj - m).exp()).sum();
-            let t = targets[r] as usize;
-            loss += (s.ln() + m - z[t]) / n as f64;
-            for j in 0..v {
-                let g = ((z[j] - m).exp() / s - if j == t { 1.0 } else { 0.0 }) / n as f64;
-                for k in 0..d {
-                    dx[r * d + k] += g * w[j * d + k] as f64;
-                    dw[j * d + k] += g * x[r * d + k] as f64;
-                }
-            }
-        }
-        for block in [1, 3, n, 100] {
-            let (l, gx, gw) = fused_classifier(&w, d, &x, &targets, block).unwrap();
-            assert!((l as f64 - loss).abs() < 1e-6, "block {block}: loss {l} vs {loss}");
-            for (a, e) in gx.iter().zip(&dx).chain(gw.iter().zip(&dw)) {
-                assert!((*a as f64 - e).abs() < 1e-6, "block {block}: {a} vs {e}");
-            }
-        }
-        assert!(fused_classifier(&w, d, &x[1..], &targets, 2).is_err());
+    fn the_in_place_step_gives_the_copying_step_bit_for_bit_and_restores_the_parameters() {
+        use crate::model::Model;
+        use orion_core::cpu::CpuBackend;
+        let mut cfg = ModelConfig::builtin("stories260K").unwrap();
+        (cfg.n_layers, cfg.vocab_size, cfg.max_seq_len) = (2, 50, 8);
+        let (b, t) = (2, 4);
+        let cpu = CpuBackend::default();
+        let programs = StepPrograms::new(&cfg, t, b, &cpu, DType::F32, &cpu).unwrap();
+        let runner = StepRunner::new(cfg.clone(), t, b, programs);
+        let model = Model::random(cfg.clone(), 3).unwrap();
+        let params: Params = model.weights().into_iter().map(|(n, w)| (n, w.to_f32_vec())).collect();
+        let batch = Batch {
+            inputs: (0..b * t).map(|i| (i * 7 % 50) as i32).collect(),
+            targets: (0..b * t).map(|i| (i * 11 % 50) as i32).collect(),
+        };
+        let copied = runner.loss_and_grads(&params, &batch, 1.0).unwrap();
+        let mut moved = params.clone();
+        let in_place = runner.loss_and_grads_in_place(&mut moved, &batch, 1.0).unwrap();
+        assert_eq!(copied.loss.to_bits(), in_place.loss.to_bits());
+        let bits = |p: &Params| -> Vec<(String, Vec<u32>)> {
+            p.iter()
+                .map(|(n, v)| (n.clone(), v.iter().map(|x| x.to_bits()).collect()))
+                .collect()
+        };
+        assert_eq!(bits(&copied.grads), bits(&in_place.grads));
+        assert_eq!(bits(&moved), bits(&params), "parameters after the call");
+        // A refused batch (a token outside the vocabulary) leaves the parameters in place too.
+        let bad = Batch {
+            inputs: vec![50; b * t],
+            targets: batch.targets.clone(),
+        };
+        assert!(runner.loss_and_grads_in_place(&mut moved, &bad, 1.0).is_err());
+        assert_eq!(bits(&moved), bits(&params));
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::config::ModelConfig;
 use crate::data::dataset::{Batch as DataBatch, Batcher};
 use crate::error::{ModelError, Result};
 use crate::model::{weight_specs, Model};
-use crate::optim::{clip_global_norm, learning_rate, AdamW, AdamWConfig, LossScaler, LossScalerConfig, Schedule};
+use crate::optim::clip::{clip_factor, global_norm_f64};
+use crate::optim::{learning_rate, AdamW, AdamWConfig, LossScaler, LossScalerConfig, Schedule};
 use orion_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -132,7 +133,7 @@ impl Trainer {
             let clock = Instant::now();
             let batch = to_step_batch(&self.batcher.next_batch())?;
             timings.data_ms += ms_since(clock);
-            let out = self.runner.loss_and_grads(&self.params, &batch, scale)?;
+            let out = self.runner.loss_and_grads_in_place(&mut self.params, &batch, scale)?;
             timings.add(&out.timings);
             let clock = Instant::now();
             loss += out.loss / accum as f32;
@@ -150,6 +151,7 @@ impl Trainer {
                     }
                     std::collections::btree_map::Entry::Occupied(mut slot) => {
                         slot.get_mut().iter_mut().zip(&g).for_each(|(a, v)| *a += v / share);
+                        orion_core::cpu::recycle_vec(g);
                     }
                 }
             }
@@ -158,9 +160,13 @@ impl Trainer {
         let clock = Instant::now();
         let lr = learning_rate(&self.options.schedule, self.options.adamw.lr, self.step as usize);
         self.step += 1;
-        let finite = self.scaler.check(&grads);
+        // One pass for the overflow check and the norm: the f64 norm is finite exactly when every
+        // gradient element is (see `global_norm_f64`), i.e. when `LossScaler::check` holds.
+        let norm = global_norm_f64(&grads);
+        let finite = norm.is_finite();
         self.scaler.update(!finite)?;
         if !finite {
+            recycle_grads(grads);
             return Ok(StepReport {
                 step: self.step,
                 loss,
@@ -171,11 +177,12 @@ impl Trainer {
                 timings,
             });
         }
-        let grad_norm = match self.options.clip {
-            Some(max) => clip_global_norm(&mut grads, max),
-            None => crate::optim::global_norm(&grads),
-        };
-        self.optimizer.step(&mut self.params, &grads, lr)?;
+        // Clipping is folded into the update (`step_scaled`: the same products as scaling first).
+        let clip = self.options.clip.and_then(|max| clip_factor(norm, max));
+        let grad_norm = norm as f32;
+        self.optimizer
+            .step_scaled(&mut self.params, &grads, lr, clip.unwrap_or(1.0))?;
+        recycle_grads(grads);
         timings.optimizer_ms += ms_since(clock);
         Ok(StepReport {
             step: self.step,
@@ -242,6 +249,12 @@ impl Trainer {
             extra,
         })
     }
+}
+
+/// Gives the gradient buffers to the CPU backend's spare pool: the next step's gradient outputs
+/// reuse them instead of faulting in fresh pages.
+fn recycle_grads(grads: Params) {
+    grads.into_values().for_each(orion_core::cpu::recycle_vec);
 }
 
 /// A data batch (`[B, T]` i32 tensors) as the step's flat vectors.
