@@ -73,8 +73,9 @@ pub struct MatRef<'a> {
 }
 
 /// `dst = a · b` (or `dst += a · b` when `accumulate`) for `a [m, k]`, `b [k, n]` and a row-major
-/// `dst` with row stride `dst_rs`, through `gemm::gemm`; up to `threads` rayon tasks for large
-/// products.
+/// `dst` with row stride `dst_rs`, through `gemm::gemm` (or, below `KERNEL_MAX_ROWS` rows with
+/// contiguous rows everywhere, the AVX-512 kernel of `gemm_kernel`); up to `threads` rayon tasks
+/// for large products.
 ///
 /// Errors (instead of undefined behaviour) when a stride or slice length would let the call reach
 /// outside the given slices, or rows of `dst` overlap.
