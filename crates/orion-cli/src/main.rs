@@ -2,6 +2,7 @@
 //!
 //! Library crates return typed errors; this binary turns them into messages and a non-zero exit.
 
+mod allocator;
 mod commands;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    let tuning = allocator::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ir(cmd) => commands::ir::run(cmd),
@@ -49,7 +51,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => commands::generate::run_generate(args),
         Command::Logits(args) => commands::generate::run_logits(args),
         Command::Train(args) => commands::train::run_train(args),
-        Command::Bench(args) => commands::bench::run_bench(args),
+        Command::Bench(args) => commands::bench::run_bench(args, &tuning),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@
 //! The hidden `--inject-delay-ms N` sleeps N ms inside every timed region (every program run, every
 //! lowering): it exists to prove the regression gate fails when a figure is made slower on purpose.
 
+use crate::allocator::Tuning;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use orion_bench::table::{render_comparison, render_run};
@@ -129,7 +130,7 @@ fn options(args: &BenchArgs) -> BenchOptions {
     }
 }
 
-pub fn run_bench(args: BenchArgs) -> Result<()> {
+pub fn run_bench(args: BenchArgs, allocator: &Tuning) -> Result<()> {
     if !args.threshold.is_finite() || args.threshold < 0.0 {
         bail!("--threshold must be a non-negative percentage, not {}", args.threshold);
     }
@@ -138,7 +139,8 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         Some(path) => Some(BenchRun::load(path)?),
         None => None,
     };
-    let run = orion_bench::run(&options(&args))?;
+    let mut run = orion_bench::run(&options(&args))?;
+    run.notes.push(allocator.describe());
     print!("{}", render_run(&run));
     for path in [&args.json, &args.save_baseline].into_iter().flatten() {
         run.save(path).with_context(|| format!("writing {}", path.display()))?;
