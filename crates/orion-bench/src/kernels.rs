@@ -27,7 +27,7 @@ use orion_models::config::ModelConfig;
 use orion_models::model::decode_mask;
 use orion_models::train::programs::head_name;
 use orion_models::train::step::fused_classifier;
-use orion_models::train::StepPrograms;
+use orion_models::train::{StepPrograms, CLASSIFIER_BLOCK};
 use orion_models::{Model, WeightMode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -194,10 +194,6 @@ fn time_programs(
     Ok(())
 }
 
-/// Rows of the logits block the training step's fused classifier works on at a time: the step's
-/// `CLASSIFIER_BLOCK / V` (crates/orion-models/src/train/step.rs), 2^24 logits.
-const CLASSIFIER_LOGITS_PER_BLOCK: usize = 1 << 24;
-
 /// The classifier and mean cross-entropy with their gradients, as the graph that defines them
 /// (`x_norm [N, D]`, the classifier `[V, D]`, labels → loss; gradients of `x_norm` and the classifier).
 fn classifier_graph(cfg: &ModelConfig, rows: usize) -> Result<Graph> {
@@ -224,7 +220,8 @@ fn classifier_row(plan: &Plan, model: &Model) -> Result<Row> {
     let x_norm: Vec<f32> = (0..rows * cfg.dim).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
     let vocab = cfg.vocab_size.max(1) as i32;
     let targets: Vec<i32> = (0..rows).map(|_| rng.gen_range(0..vocab)).collect();
-    let block = (CLASSIFIER_LOGITS_PER_BLOCK / cfg.vocab_size.max(1)).clamp(1, rows);
+    // The rows per block the training step's fused classifier uses.
+    let block = (CLASSIFIER_BLOCK / cfg.vocab_size.max(1)).clamp(1, rows);
     let samples = time_iterations(1, plan.config.iterations, plan.delay, || {
         fused_classifier(&w, cfg.dim, &x_norm, &targets, block)?;
         Ok(())

@@ -10,8 +10,12 @@ use crate::error::{ModelError, Result};
 use orion_core::cpu::kernels::{gemm_f32, softmax_cross_entropy, MatRef};
 use orion_core::cpu::{recycle_vec, spare_buffer};
 
-/// Logits elements the fused classifier computes per block of rows (64 MB of f32).
-pub(crate) const CLASSIFIER_BLOCK: usize = 1 << 24;
+/// Logits elements the fused classifier computes per block of rows (256 MB of f32: a whole batch
+/// of 8 × 256 rows at a 32,000-token vocabulary). Each block re-reads and re-writes the
+/// accumulated classifier gradient (`[D, V]`, 98 MB for Stories110M), so fewer, larger blocks
+/// win: the Stories110M head took 943–950 ms with 2^26 against 1,027–1,035 with 2^24 and
+/// 1,181–1,258 with 2^22 (interleaved `orion bench training` runs, 2026-11-27).
+pub const CLASSIFIER_BLOCK: usize = 1 << 26;
 
 /// Mean cross-entropy of the classifier `W [V, D]` on `x_norm [N, D]` with `targets [N]`, and its
 /// gradients: blocks of `block` rows go through `gemm` (logits), the fused softmax cross-entropy

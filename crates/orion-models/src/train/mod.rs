@@ -20,6 +20,7 @@ pub mod step;
 pub mod strategy;
 pub mod trainer;
 
+pub use classifier::CLASSIFIER_BLOCK;
 pub use programs::StepPrograms;
 pub use step::{Batch, Params, StepOutput, StepRunner, StepTimings};
 pub use strategy::{Strategy, UpdateEvent, WeightUpdater};
