@@ -3,7 +3,8 @@
 //! single-row products, fused elementwise loops, row loops for softmax and reductions).
 //!
 //! Modules: `plan` (values → homes and arena slots, steps), `fusion` (elementwise groups), `lower`
-//! (kernel choice per step), `exec` (running steps), and the kernels: `matmul` (the `gemm` wrapper),
+//! (kernel choice per step), `exec` (running steps), `hot_workers` (the pool's other workers kept
+//! awake during a run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the `gemm` wrapper),
 //! `gemv` (AVX2/F16C matrix-vector kernel for one-token decode), `vmath` (vectorised `exp`, `tanh`,
 //! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
 //! `reduce`, `layout`, `strided`; `storage` holds buffers and views. `matmul`, `gemv` and `vmath`
@@ -27,6 +28,7 @@ mod exec;
 mod fusion;
 mod gemm_kernel;
 mod gemv;
+mod hot_workers;
 mod layout;
 mod loss;
 mod lower;
@@ -233,13 +235,20 @@ impl CpuExecutable {
         Ok((result?, times))
     }
 
-    fn execute(
+    /// Runs the steps with the pool's other workers kept awake ([`hot_workers`]).
+    fn execute(&self, inputs: &[Tensor], arena: &mut [Buf], times: Option<&mut Vec<StepTime>>) -> Result<Vec<Tensor>> {
+        let threads = rayon::current_num_threads();
+        hot_workers::with_hot_workers(threads, || self.execute_steps(inputs, arena, times, threads))
+    }
+
+    /// The plan's steps in order, then the graph outputs (on a worker of the run's pool).
+    fn execute_steps(
         &self,
         inputs: &[Tensor],
         arena: &mut [Buf],
         mut times: Option<&mut Vec<StepTime>>,
+        threads: usize,
     ) -> Result<Vec<Tensor>> {
-        let threads = rayon::current_num_threads();
         for step in &self.plan.steps {
             let start = times.as_ref().map(|_| Instant::now());
             exec::run_step(&self.plan, step, inputs, arena, threads)?;
