@@ -138,7 +138,12 @@ mod tests {
                                 pool.install(|| {
                                     with_hot_workers(2, || {
                                         (0..8)
-                                            .map(|_| (0..4096u64).into_par_iter().map(|i| slow_identity(i) + caller).sum::<u64>())
+                                            .map(|_| {
+                                                (0..4096u64)
+                                                    .into_par_iter()
+                                                    .map(|i| slow_identity(i) + caller)
+                                                    .sum::<u64>()
+                                            })
                                             .sum::<u64>()
                                     })
                                 })
