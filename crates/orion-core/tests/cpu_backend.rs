@@ -176,6 +176,59 @@ fn softmax_matches_on_every_axis_including_large_rows() {
     check(&g, &inputs);
 }
 
+/// `softmax(x0 · 0.125 + x1, axis)` with the masked scores also a graph output when `expose`.
+fn scaled_masked_softmax(
+    name: &str,
+    scores: &[usize],
+    mask: &[usize],
+    axis: isize,
+    expose: bool,
+) -> (Graph, Vec<Tensor>) {
+    let (mut g, inputs) = graph_of(name, DType::F32, &[scores, mask], |g, x| {
+        let scaled = g.mul_scalar(x[0], 0.125)?;
+        let masked = g.add(scaled, x[1])?;
+        g.softmax(masked, axis)
+    });
+    if expose {
+        let softmax = g.output_value("y").unwrap();
+        let masked = g.producer(softmax).inputs[0];
+        g.set_output("masked", masked).unwrap();
+    }
+    (g, inputs)
+}
+
+#[test]
+fn last_axis_softmax_takes_its_scale_and_mask_prologue_in_one_pass() {
+    let cases: [(&[usize], &[usize], usize); 4] = [
+        (&[2, 3, 5, 7], &[5, 7], 1),
+        // Rows of 257 (not a divisor of the block) on two threads.
+        (&[4, 33, 257], &[33, 257], 2),
+        // Rows longer than one block.
+        (&[3, 9000], &[9000], 2),
+        // Attention's shape: 2 sequences × 4 heads of 64 × 64 scores and a causal-like mask.
+        (&[2, 4, 64, 64], &[64, 64], 2),
+    ];
+    for (scores, mask, threads) in cases {
+        let opts = options(Some(threads), WeightFormat::F32);
+        let (g, inputs) = scaled_masked_softmax("fused_softmax", scores, mask, -1, false);
+        let summary = check_against(&g, &g, &inputs, opts);
+        assert_eq!(summary.count("fused_softmax"), 1, "{summary}");
+        assert_eq!(summary.count("fused") + summary.count("softmax"), 0, "{summary}");
+        // The same softmax with its input materialised (also an output): the same bits.
+        let (exposed, _) = scaled_masked_softmax("softmax_after_fused", scores, mask, -1, true);
+        let exposed_exe = compile(&exposed, opts);
+        assert_eq!(exposed_exe.plan_summary().count("softmax"), 1);
+        let fused = compile(&g, opts).run(&inputs).unwrap();
+        let unfused = exposed_exe.run(&inputs).unwrap();
+        let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused[0]), bits(&unfused[0]), "{scores:?}");
+    }
+    // Not over the last axis: the prologue stays its own fused step.
+    let (g, inputs) = scaled_masked_softmax("softmax_axis_0", &[6, 5], &[6, 5], 0, false);
+    let summary = check(&g, &inputs);
+    assert_eq!((summary.count("fused"), summary.count("softmax")), (1, 1), "{summary}");
+}
+
 #[test]
 fn matmul_matches_in_every_transpose_combination_with_batch_broadcast() {
     let (m, k, n) = (3, 4, 5);

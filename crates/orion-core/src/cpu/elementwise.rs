@@ -36,6 +36,9 @@ pub(crate) const BLOCK: usize = 256;
 const FUSED_BLOCK: usize = 1024;
 /// Output elements from which a fused program is split across threads.
 const PAR_MIN_ELEMENTS: usize = 1 << 15;
+/// Elements [`FusedProgram::run_rows`] evaluates before handing them on (whole rows; 32 KB, so a
+/// block is still in the core's cache when it is finished).
+const ROW_BLOCK: usize = 1 << 13;
 /// Shortest broadcast period (the length of a repeated row vector, or the run of output elements
 /// sharing one value of a keep-dims reduction) along which blocks are cut so the leaf is read in
 /// place or as a scalar; leaves with shorter periods are gathered.
@@ -141,6 +144,45 @@ impl FusedProgram {
         if threads > 1 && out.len() >= PAR_MIN_ELEMENTS {
             let blocks = out.len().div_ceil(FUSED_BLOCK);
             let chunk = blocks.div_ceil(threads * 4) * FUSED_BLOCK;
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(c, o)| range(c * chunk, o));
+        } else {
+            range(0, out);
+        }
+    }
+
+    /// Evaluates the program into `out` a block of whole `row`-element rows at a time and applies
+    /// `finish` to each block as soon as it is written, while it is still in cache (the fused
+    /// softmax normalises its rows this way). Every element gets the value [`FusedProgram::run`]
+    /// writes (the program is elementwise); only where the work is cut differs.
+    pub(crate) fn run_rows(
+        &self,
+        leaves: &[&[f32]],
+        out: &mut [f32],
+        row: usize,
+        threads: usize,
+        finish: impl Fn(&mut [f32]) + Sync,
+    ) {
+        if row == 0 || out.is_empty() {
+            return;
+        }
+        let layout = self.layout(leaves);
+        let block = (ROW_BLOCK / row).max(1) * row;
+        let range = |start: usize, o: &mut [f32]| {
+            vmath::with_wide_vectors(
+                #[inline(always)]
+                || {
+                    for (i, b) in o.chunks_mut(block).enumerate() {
+                        self.run_range(&layout, leaves, start + i * block, b);
+                        finish(b);
+                    }
+                },
+            )
+        };
+        if threads > 1 && out.len() >= PAR_MIN_ELEMENTS {
+            let blocks = out.len().div_ceil(block);
+            let chunk = blocks.div_ceil(threads * 4) * block;
             out.par_chunks_mut(chunk)
                 .enumerate()
                 .for_each(|(c, o)| range(c * chunk, o));

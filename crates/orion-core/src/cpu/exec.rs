@@ -10,6 +10,7 @@ use super::elementwise::{cast_float, holds, int_binary_fn, round_half_all, selec
 use super::lower::Kernel;
 use super::matmul;
 use super::plan::{ConstData, Loc, Operand, Plan, Step, Target};
+use super::reduce::softmax_rows_in_place;
 use super::storage::{kind_error, out_slice, typed_views, Buf, Elem, StorageKind, View};
 use crate::error::{CoreError, Result};
 use crate::interp::exec_error;
@@ -76,6 +77,19 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
         Kernel::Fused(program) => {
             let leaves = typed_views::<f32>(&views, op)?;
             program.run(&leaves, out_slice(&mut outs[0], first.numel, op)?, threads);
+        }
+        Kernel::FusedSoftmax(program, plan) => {
+            let leaves = typed_views::<f32>(&views, op)?;
+            let out = out_slice(&mut outs[0], first.numel, op)?;
+            // Inlined into `run_rows`' wide-vector body, so the row softmax runs at its width.
+            program.run_rows(
+                &leaves,
+                out,
+                plan.len,
+                threads,
+                #[inline(always)]
+                |rows: &mut [f32]| softmax_rows_in_place(rows, plan.len),
+            );
         }
         Kernel::MatMul(p) => matmul::run(
             p,
@@ -178,6 +192,7 @@ fn movement<T: Elem>(step: &Step, views: &[View<'_>], outs: &mut [Buf], threads:
         | Kernel::Compare { .. }
         | Kernel::Cast
         | Kernel::Softmax(_)
+        | Kernel::FusedSoftmax(..)
         | Kernel::Reduce(_)
         | Kernel::ScatterAddRows(_) => return Err(kind_error(op, "a data-movement kernel")),
     }

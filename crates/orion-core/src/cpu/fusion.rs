@@ -7,7 +7,8 @@
 //! joins; a graph output never does), and its shape equals the root's output shape (so the group
 //! is one loop over the root's elements). Every other operand is a leaf, read with numpy
 //! broadcasting (scalars, per-channel vectors, keep-dims reductions). Fusible: float unary and
-//! binary ops and f32 → f16 casts.
+//! binary ops and f32 → f16 casts. A group whose value only a last-axis f32 softmax reads becomes
+//! that softmax's prologue (evaluated inside the softmax step, never materialised).
 //!
 //! Invariants: a node belongs to at most one group; absorbed nodes define values nobody outside
 //! the group reads, so they are never materialised; members are evaluated in graph order; a group
@@ -31,7 +32,8 @@ pub(crate) struct FusedGroup {
     pub instrs: Vec<Instr>,
 }
 
-/// The grouping of a graph: per node, the group it roots (if any) and whether it was absorbed.
+/// The grouping of a graph: per node, the group it roots (if any) and whether it was absorbed. A
+/// softmax node's group is its prologue: the expression whose softmax it computes.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fusion {
     pub roots: Vec<Option<FusedGroup>>,
@@ -97,7 +99,31 @@ pub(crate) fn plan_fusion(g: &Graph) -> Fusion {
         }
         fusion.roots[index] = Some(emit(g, &members));
     }
+    attach_softmax_prologues(g, &uses, &mut fusion);
     fusion
+}
+
+/// Moves a group whose value only a last-axis f32 softmax reads into that softmax (its prologue):
+/// the softmax step then evaluates the group a block of rows at a time and normalises each block
+/// while it is in cache (`Kernel::FusedSoftmax`), so attention's scale-and-mask pass and its
+/// softmax read and write the scores once instead of twice.
+fn attach_softmax_prologues(g: &Graph, uses: &[usize], fusion: &mut Fusion) {
+    for (index, node) in g.nodes().iter().enumerate() {
+        let Op::Softmax { axis } = node.op else {
+            continue;
+        };
+        let (input, out) = (node.inputs[0], g.ty(node.outputs[0]));
+        let last_axis = axis + 1 == out.shape.rank();
+        let f32_only = out.dtype == DType::F32 && g.ty(input).dtype == DType::F32;
+        if !last_axis || !f32_only || uses[input.index()] != 1 {
+            continue;
+        }
+        let producer = g.values()[input.index()].node.index();
+        if let Some(group) = fusion.roots[producer].take() {
+            fusion.roots[index] = Some(group);
+            fusion.absorbed[producer] = true;
+        }
+    }
 }
 
 /// The node indices of the group rooted at `root`, in graph (evaluation) order.

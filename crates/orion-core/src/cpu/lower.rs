@@ -25,6 +25,9 @@ use crate::types::DType;
 #[derive(Clone, Debug)]
 pub(crate) enum Kernel {
     Fused(FusedProgram),
+    /// A last-axis softmax of a fused group's value, evaluated and normalised a block of rows at a
+    /// time (the group's value is never materialised).
+    FusedSoftmax(FusedProgram, SoftmaxPlan),
     MatMul(MatMulPlan),
     IntBinary {
         op: BinaryOp,
@@ -59,6 +62,7 @@ impl Kernel {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Kernel::Fused(_) => "fused",
+            Kernel::FusedSoftmax(..) => "fused_softmax",
             Kernel::MatMul(p) => match p.method {
                 Method::Gemm => "gemm",
                 Method::GemvRight | Method::GemvLeft => "gemv",
@@ -85,9 +89,12 @@ impl Kernel {
     /// it only moves existing elements or rounds by itself (fused programs).
     pub(crate) fn computes_values(&self) -> bool {
         match self {
-            Kernel::MatMul(_) | Kernel::Softmax(_) | Kernel::Reduce(_) | Kernel::ScatterAddRows(_) | Kernel::Cast => {
-                true
-            }
+            Kernel::MatMul(_)
+            | Kernel::Softmax(_)
+            | Kernel::FusedSoftmax(..)
+            | Kernel::Reduce(_)
+            | Kernel::ScatterAddRows(_)
+            | Kernel::Cast => true,
             Kernel::Fused(_)
             | Kernel::IntBinary { .. }
             | Kernel::Compare { .. }
@@ -106,7 +113,7 @@ pub(crate) fn lower(g: &Graph, node: &Node, group: Option<&FusedGroup>) -> Resul
     let dims = |i: usize| g.ty(node.inputs[i]).shape.dims();
     let out = g.ty(node.outputs[0]).shape.dims();
     if let Some(group) = group {
-        return Ok(Kernel::Fused(FusedProgram {
+        let program = FusedProgram {
             leaves: group
                 .leaves
                 .iter()
@@ -114,7 +121,11 @@ pub(crate) fn lower(g: &Graph, node: &Node, group: Option<&FusedGroup>) -> Resul
                 .collect(),
             instrs: group.instrs.clone(),
             numel: out.iter().product(),
-        }));
+        };
+        return Ok(match &node.op {
+            Op::Softmax { axis } => Kernel::FusedSoftmax(program, SoftmaxPlan::new(out, *axis)),
+            _ => Kernel::Fused(program),
+        });
     }
     let not_a_step = || exec_error(node.op.name(), "cpu backend: this op is not planned as a step".into());
     Ok(match &node.op {

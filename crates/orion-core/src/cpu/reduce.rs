@@ -77,6 +77,19 @@ fn softmax_row(x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Softmax of each `row`-element row of `values`, in place, by the same operations in the same
+/// order as [`SoftmaxPlan::run`] on last-axis rows (so the same bits). No run-time dispatch: call it
+/// inside [`vmath::with_wide_vectors`].
+#[inline(always)]
+pub(crate) fn softmax_rows_in_place(values: &mut [f32], row: usize) {
+    for r in values.chunks_mut(row.max(1)) {
+        let sum = vmath::exp_shifted_sum_in_place_plain(r, vmath::max_plain(r));
+        for o in r.iter_mut() {
+            *o /= sum;
+        }
+    }
+}
+
 /// Softmax over the rows of a `[len, inner]` block, independently for each column.
 #[inline(always)]
 fn softmax_columns(x: &[f32], y: &mut [f32], inner: usize) {

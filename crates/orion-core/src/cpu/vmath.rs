@@ -148,8 +148,10 @@ pub(crate) fn exp_shifted_sum_in_place(values: &mut [f32], shift: f32) -> f32 {
     exp_shifted_sum_in_place_plain(values, shift)
 }
 
+/// [`exp_shifted_sum_in_place`] without run-time dispatch: call it inside [`with_wide_vectors`]
+/// (the same bits at every width, and the same as [`exp_shifted_sum_plain`]).
 #[inline(always)]
-fn exp_shifted_sum_in_place_plain(values: &mut [f32], shift: f32) -> f32 {
+pub(crate) fn exp_shifted_sum_in_place_plain(values: &mut [f32], shift: f32) -> f32 {
     for v in values.iter_mut() {
         *v = exp(*v - shift);
     }
