@@ -229,6 +229,61 @@ fn last_axis_softmax_takes_its_scale_and_mask_prologue_in_one_pass() {
     assert_eq!((summary.count("fused"), summary.count("softmax")), (1, 1), "{summary}");
 }
 
+/// `reduce(x0 · x1, axes)` with the product also a graph output when `expose`.
+fn reduced_product(
+    op: ReduceOp,
+    shape: &[usize],
+    axes: &[isize],
+    keep_dims: bool,
+    expose: bool,
+) -> (Graph, Vec<Tensor>) {
+    let (mut g, inputs) = graph_of("fused_reduce", DType::F32, &[shape, shape], |g, x| {
+        let product = g.mul(x[0], x[1])?;
+        g.reduce(op, product, axes, keep_dims)
+    });
+    if expose {
+        let reduced = g.output_value("y").unwrap();
+        let product = g.producer(reduced).inputs[0];
+        g.set_output("product", product).unwrap();
+    }
+    (g, inputs)
+}
+
+#[test]
+fn reductions_over_trailing_axes_take_their_elementwise_prologue_in_one_pass() {
+    let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    // (op, operand shape, reduced axes, keep dims, threads)
+    type Case = (ReduceOp, &'static [usize], &'static [isize], bool, usize);
+    let cases: [Case; 6] = [
+        (ReduceOp::Sum, &[3, 5, 7], &[-1], true, 1),
+        (ReduceOp::Mean, &[3, 5, 7], &[2], false, 1),
+        (ReduceOp::Max, &[3, 5, 7], &[-1], true, 1),
+        // Two trailing axes, a size-1 axis among them, rows of 6,000 (longer than a block).
+        (ReduceOp::Sum, &[4, 1, 60, 100], &[2, 3], true, 2),
+        // The softmax backward's row sums: many short rows on two threads.
+        (ReduceOp::Sum, &[2, 4, 64, 64], &[-1], true, 2),
+        // RMSNorm's mean of squares: rows of 257 (not a divisor of the block).
+        (ReduceOp::Mean, &[300, 257], &[-1], true, 2),
+    ];
+    for (op, shape, axes, keep_dims, threads) in cases {
+        let opts = options(Some(threads), WeightFormat::F32);
+        let (g, inputs) = reduced_product(op, shape, axes, keep_dims, false);
+        let summary = check_against(&g, &g, &inputs, opts);
+        assert_eq!(summary.count("fused_reduce"), 1, "{op:?} {shape:?}: {summary}");
+        assert_eq!(summary.count("fused") + summary.count("reduce"), 0, "{summary}");
+        let (exposed, _) = reduced_product(op, shape, axes, keep_dims, true);
+        let exposed_exe = compile(&exposed, opts);
+        assert_eq!(exposed_exe.plan_summary().count("reduce"), 1);
+        let fused = compile(&g, opts).run(&inputs).unwrap();
+        let unfused = exposed_exe.run(&inputs).unwrap();
+        assert_eq!(bits(&fused[0]), bits(&unfused[0]), "{op:?} {shape:?}");
+    }
+    // Reducing a leading axis (columns): the prologue stays its own fused step.
+    let (g, inputs) = reduced_product(ReduceOp::Sum, &[6, 5], &[0], true, false);
+    let summary = check(&g, &inputs);
+    assert_eq!((summary.count("fused"), summary.count("reduce")), (1, 1), "{summary}");
+}
+
 #[test]
 fn matmul_matches_in_every_transpose_combination_with_batch_broadcast() {
     let (m, k, n) = (3, 4, 5);
@@ -508,7 +563,12 @@ fn layer_norm_fuses_around_its_reductions() {
         layer_norm(g, x[0], x[1], x[2], 1e-5)
     });
     let summary = check(&g, &inputs);
-    assert_eq!(summary.count("reduce"), 2);
+    // The mean reads x itself; the variance's mean takes its squared deviations as a prologue.
+    assert_eq!(
+        (summary.count("reduce"), summary.count("fused_reduce")),
+        (1, 1),
+        "{summary}"
+    );
     assert!(summary.fused_groups >= 1, "{summary}");
     // A value used twice or used as an output is not absorbed.
     let (g, inputs) = graph_of("shared", DType::F32, &[&[3, 4]], |g, x| {

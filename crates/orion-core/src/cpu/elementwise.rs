@@ -191,6 +191,47 @@ impl FusedProgram {
         }
     }
 
+    /// Evaluates the program a block of whole `row`-element rows at a time into a scratch block and
+    /// hands each block with its rows' outputs (`out` holds one element per row) to `reduce`, while
+    /// the block is still in cache (the fused reduction). Every element gets the value
+    /// [`FusedProgram::run`] writes.
+    pub(crate) fn run_reduced(
+        &self,
+        leaves: &[&[f32]],
+        row: usize,
+        out: &mut [f32],
+        threads: usize,
+        reduce: impl Fn(&[f32], &mut [f32]) + Sync,
+    ) {
+        if row == 0 || out.is_empty() {
+            return;
+        }
+        let layout = self.layout(leaves);
+        let rows_per_block = (ROW_BLOCK / row).max(1);
+        let range = |first_row: usize, o: &mut [f32]| {
+            let mut scratch = vec![0.0f32; rows_per_block.min(o.len()) * row];
+            vmath::with_wide_vectors(
+                #[inline(always)]
+                || {
+                    for (i, rows) in o.chunks_mut(rows_per_block).enumerate() {
+                        let values = &mut scratch[..rows.len() * row];
+                        self.run_range(&layout, leaves, (first_row + i * rows_per_block) * row, values);
+                        reduce(values, rows);
+                    }
+                },
+            )
+        };
+        if threads > 1 && out.len() * row >= PAR_MIN_ELEMENTS {
+            let blocks = out.len().div_ceil(rows_per_block);
+            let chunk = blocks.div_ceil(threads * 4) * rows_per_block;
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(c, o)| range(c * chunk, o));
+        } else {
+            range(0, out);
+        }
+    }
+
     /// Classifies the leaves and assigns scratch slots: every leaf that may need gathering gets its
     /// own; an instruction's result takes a free slot before its operands' slots are released
     /// (after their last use), so a result never shares a slot with an operand.

@@ -91,6 +91,18 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
                 |rows: &mut [f32]| softmax_rows_in_place(rows, plan.len),
             );
         }
+        Kernel::FusedReduce(program, plan) => {
+            let leaves = typed_views::<f32>(&views, op)?;
+            let out = out_slice(&mut outs[0], first.numel, op)?;
+            program.run_reduced(
+                &leaves,
+                plan.count,
+                out,
+                threads,
+                #[inline(always)]
+                |values: &[f32], rows: &mut [f32]| plan.reduce_rows_f32(values, rows),
+            );
+        }
         Kernel::MatMul(p) => matmul::run(
             p,
             operand(0)?,
@@ -193,6 +205,7 @@ fn movement<T: Elem>(step: &Step, views: &[View<'_>], outs: &mut [Buf], threads:
         | Kernel::Cast
         | Kernel::Softmax(_)
         | Kernel::FusedSoftmax(..)
+        | Kernel::FusedReduce(..)
         | Kernel::Reduce(_)
         | Kernel::ScatterAddRows(_) => return Err(kind_error(op, "a data-movement kernel")),
     }

@@ -7,8 +7,9 @@
 //! joins; a graph output never does), and its shape equals the root's output shape (so the group
 //! is one loop over the root's elements). Every other operand is a leaf, read with numpy
 //! broadcasting (scalars, per-channel vectors, keep-dims reductions). Fusible: float unary and
-//! binary ops and f32 → f16 casts. A group whose value only a last-axis f32 softmax reads becomes
-//! that softmax's prologue (evaluated inside the softmax step, never materialised).
+//! binary ops and f32 → f16 casts. A group whose value only a last-axis f32 softmax or an f32
+//! reduction over the trailing axes reads becomes that step's prologue (evaluated inside it, a
+//! block of rows at a time, never materialised).
 //!
 //! Invariants: a node belongs to at most one group; absorbed nodes define values nobody outside
 //! the group reads, so they are never materialised; members are evaluated in graph order; a group
@@ -16,6 +17,7 @@
 //! would be a use outside the group, so leaves never depend on members).
 
 use super::elementwise::Instr;
+use super::reduce::{ReducePlan, ReduceShape};
 use crate::graph::{Graph, Node, ValueId};
 use crate::op::{BinaryOp, Op, UnaryOp};
 use crate::types::DType;
@@ -33,7 +35,7 @@ pub(crate) struct FusedGroup {
 }
 
 /// The grouping of a graph: per node, the group it roots (if any) and whether it was absorbed. A
-/// softmax node's group is its prologue: the expression whose softmax it computes.
+/// softmax or reduction node's group is its prologue: the expression it softmaxes or reduces.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fusion {
     pub roots: Vec<Option<FusedGroup>>,
@@ -99,23 +101,32 @@ pub(crate) fn plan_fusion(g: &Graph) -> Fusion {
         }
         fusion.roots[index] = Some(emit(g, &members));
     }
-    attach_softmax_prologues(g, &uses, &mut fusion);
+    attach_row_prologues(g, &uses, &mut fusion);
     fusion
 }
 
-/// Moves a group whose value only a last-axis f32 softmax reads into that softmax (its prologue):
-/// the softmax step then evaluates the group a block of rows at a time and normalises each block
-/// while it is in cache (`Kernel::FusedSoftmax`), so attention's scale-and-mask pass and its
-/// softmax read and write the scores once instead of twice.
-fn attach_softmax_prologues(g: &Graph, uses: &[usize], fusion: &mut Fusion) {
+/// Moves a group whose value only a row-wise consumer reads into that consumer (its prologue): a
+/// last-axis f32 softmax, or an f32 reduction over the trailing axes. The consumer's step then
+/// evaluates the group a block of rows at a time and softmaxes or reduces each block while it is in
+/// cache (`Kernel::FusedSoftmax`, `Kernel::FusedReduce`), so the group's value is never written out
+/// and read back: attention's scale-and-mask pass and its softmax, the softmax backward's `dP ⊙ P`
+/// and its row sums, RMSNorm's squares and their mean.
+fn attach_row_prologues(g: &Graph, uses: &[usize], fusion: &mut Fusion) {
     for (index, node) in g.nodes().iter().enumerate() {
-        let Op::Softmax { axis } = node.op else {
+        let Some(input) = node.inputs.first().copied() else {
             continue;
         };
-        let (input, out) = (node.inputs[0], g.ty(node.outputs[0]));
-        let last_axis = axis + 1 == out.shape.rank();
-        let f32_only = out.dtype == DType::F32 && g.ty(input).dtype == DType::F32;
-        if !last_axis || !f32_only || uses[input.index()] != 1 {
+        let in_dims = g.ty(input).shape.dims();
+        let row_wise = match &node.op {
+            Op::Softmax { axis } => axis + 1 == in_dims.len(),
+            Op::Reduce { op, axes, .. } => matches!(
+                ReducePlan::new(*op, in_dims, axes).shape,
+                ReduceShape::Blocked { inner: 1, red, .. } if red > 1
+            ),
+            _ => false,
+        };
+        let f32_only = g.ty(node.outputs[0]).dtype == DType::F32 && g.ty(input).dtype == DType::F32;
+        if !row_wise || !f32_only || uses[input.index()] != 1 {
             continue;
         }
         let producer = g.values()[input.index()].node.index();

@@ -28,6 +28,9 @@ pub(crate) enum Kernel {
     /// A last-axis softmax of a fused group's value, evaluated and normalised a block of rows at a
     /// time (the group's value is never materialised).
     FusedSoftmax(FusedProgram, SoftmaxPlan),
+    /// A reduction over the trailing axes (rows of `ReducePlan::count` elements) of a fused group's
+    /// value, evaluated and reduced a block of rows at a time.
+    FusedReduce(FusedProgram, ReducePlan),
     MatMul(MatMulPlan),
     IntBinary {
         op: BinaryOp,
@@ -63,6 +66,7 @@ impl Kernel {
         match self {
             Kernel::Fused(_) => "fused",
             Kernel::FusedSoftmax(..) => "fused_softmax",
+            Kernel::FusedReduce(..) => "fused_reduce",
             Kernel::MatMul(p) => match p.method {
                 Method::Gemm => "gemm",
                 Method::GemvRight | Method::GemvLeft => "gemv",
@@ -92,6 +96,7 @@ impl Kernel {
             Kernel::MatMul(_)
             | Kernel::Softmax(_)
             | Kernel::FusedSoftmax(..)
+            | Kernel::FusedReduce(..)
             | Kernel::Reduce(_)
             | Kernel::ScatterAddRows(_)
             | Kernel::Cast => true,
@@ -113,17 +118,23 @@ pub(crate) fn lower(g: &Graph, node: &Node, group: Option<&FusedGroup>) -> Resul
     let dims = |i: usize| g.ty(node.inputs[i]).shape.dims();
     let out = g.ty(node.outputs[0]).shape.dims();
     if let Some(group) = group {
+        // A prologue computes its consumer's operand; any other group computes the node's output.
+        let computed = match &node.op {
+            Op::Softmax { .. } | Op::Reduce { .. } => dims(0),
+            _ => out,
+        };
         let program = FusedProgram {
             leaves: group
                 .leaves
                 .iter()
-                .map(|&v| Broadcaster::new(g.ty(v).shape.dims(), out))
+                .map(|&v| Broadcaster::new(g.ty(v).shape.dims(), computed))
                 .collect(),
             instrs: group.instrs.clone(),
-            numel: out.iter().product(),
+            numel: computed.iter().product(),
         };
         return Ok(match &node.op {
-            Op::Softmax { axis } => Kernel::FusedSoftmax(program, SoftmaxPlan::new(out, *axis)),
+            Op::Softmax { axis } => Kernel::FusedSoftmax(program, SoftmaxPlan::new(computed, *axis)),
+            Op::Reduce { op, axes, .. } => Kernel::FusedReduce(program, ReducePlan::new(*op, computed, axes)),
             _ => Kernel::Fused(program),
         });
     }

@@ -340,7 +340,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
 
 /// Adds a fused step to the summary's fusion counts.
 fn count_fusion(summary: &mut PlanSummary, kernel: &Kernel) {
-    if let Kernel::Fused(program) | Kernel::FusedSoftmax(program, _) = kernel {
+    if let Kernel::Fused(program) | Kernel::FusedSoftmax(program, _) | Kernel::FusedReduce(program, _) = kernel {
         let ops = program.instrs.len();
         if ops > 1 {
             summary.fused_groups += 1;

@@ -267,6 +267,17 @@ impl ReducePlan {
         }
     }
 
+    /// Reduces each row of `count` elements of `values` into one element of `out` (one per row) as
+    /// [`ReducePlan::run`] does for a reduction over the trailing axes: the same order, and the
+    /// mean's division, so the same bits.
+    #[inline(always)]
+    pub(crate) fn reduce_rows_f32(&self, values: &[f32], out: &mut [f32]) {
+        reduce_rows(self.op, values, self.count, out);
+        if self.op == ReduceOp::Mean {
+            out.iter_mut().for_each(|o| *o = f32::finish(self.op, *o, self.count));
+        }
+    }
+
     /// Walks the input in flat order with an odometer that tracks the output position.
     fn general<T: Accumulate>(&self, x: &[T], out: &mut [T], dims: &[usize], out_strides: &[usize]) {
         out.fill(T::init(self.op));
@@ -319,6 +330,7 @@ const ROW_GROUP: usize = 8;
 /// Reduces each row of `len` elements of `x` into one element of `out`, `ROW_GROUP` rows at a time
 /// with one accumulator each, so the rows' dependency chains overlap; each row still accumulates
 /// its elements in increasing order (the interpreter's order).
+#[inline(always)]
 fn reduce_rows<T: Accumulate>(op: ReduceOp, x: &[T], len: usize, out: &mut [T]) {
     match op {
         ReduceOp::Sum | ReduceOp::Mean => rows_with(x, len, out, T::init(op), |a, v| T::combine(ReduceOp::Sum, a, v)),
