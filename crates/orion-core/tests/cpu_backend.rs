@@ -190,11 +190,16 @@ fn scaled_masked_softmax(
         g.softmax(masked, axis)
     });
     if expose {
-        let softmax = g.output_value("y").unwrap();
-        let masked = g.producer(softmax).inputs[0];
-        g.set_output("masked", masked).unwrap();
+        expose_operand_of_y(&mut g);
     }
     (g, inputs)
+}
+
+/// Makes the operand of the op that defines output `y` a graph output too, so it is materialised.
+fn expose_operand_of_y(g: &mut Graph) {
+    let y = g.output_value("y").unwrap();
+    let operand = g.producer(y).inputs[0];
+    g.set_output("operand", operand).unwrap();
 }
 
 #[test]
@@ -242,9 +247,7 @@ fn reduced_product(
         g.reduce(op, product, axes, keep_dims)
     });
     if expose {
-        let reduced = g.output_value("y").unwrap();
-        let product = g.producer(reduced).inputs[0];
-        g.set_output("product", product).unwrap();
+        expose_operand_of_y(&mut g);
     }
     (g, inputs)
 }

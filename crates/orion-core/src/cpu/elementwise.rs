@@ -135,21 +135,13 @@ impl FusedProgram {
     /// Evaluates the program on leaf data `leaves` into `out` (`numel` elements).
     pub(crate) fn run(&self, leaves: &[&[f32]], out: &mut [f32], threads: usize) {
         let layout = self.layout(leaves);
-        let range = |start: usize, o: &mut [f32]| {
+        let work = out.len();
+        in_parts(out, FUSED_BLOCK, work, threads, |start, o| {
             vmath::with_wide_vectors(
                 #[inline(always)]
                 || self.run_range(&layout, leaves, start, o),
             )
-        };
-        if threads > 1 && out.len() >= PAR_MIN_ELEMENTS {
-            let blocks = out.len().div_ceil(FUSED_BLOCK);
-            let chunk = blocks.div_ceil(threads * 4) * FUSED_BLOCK;
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(c, o)| range(c * chunk, o));
-        } else {
-            range(0, out);
-        }
+        });
     }
 
     /// Evaluates the program into `out` a block of whole `row`-element rows at a time and applies
@@ -169,7 +161,8 @@ impl FusedProgram {
         }
         let layout = self.layout(leaves);
         let block = (ROW_BLOCK / row).max(1) * row;
-        let range = |start: usize, o: &mut [f32]| {
+        let work = out.len();
+        in_parts(out, block, work, threads, |start, o| {
             vmath::with_wide_vectors(
                 #[inline(always)]
                 || {
@@ -179,16 +172,7 @@ impl FusedProgram {
                     }
                 },
             )
-        };
-        if threads > 1 && out.len() >= PAR_MIN_ELEMENTS {
-            let blocks = out.len().div_ceil(block);
-            let chunk = blocks.div_ceil(threads * 4) * block;
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(c, o)| range(c * chunk, o));
-        } else {
-            range(0, out);
-        }
+        });
     }
 
     /// Evaluates the program a block of whole `row`-element rows at a time into a scratch block and
@@ -208,7 +192,8 @@ impl FusedProgram {
         }
         let layout = self.layout(leaves);
         let rows_per_block = (ROW_BLOCK / row).max(1);
-        let range = |first_row: usize, o: &mut [f32]| {
+        let work = out.len() * row;
+        in_parts(out, rows_per_block, work, threads, |first_row, o| {
             let mut scratch = vec![0.0f32; rows_per_block.min(o.len()) * row];
             vmath::with_wide_vectors(
                 #[inline(always)]
@@ -220,16 +205,7 @@ impl FusedProgram {
                     }
                 },
             )
-        };
-        if threads > 1 && out.len() * row >= PAR_MIN_ELEMENTS {
-            let blocks = out.len().div_ceil(rows_per_block);
-            let chunk = blocks.div_ceil(threads * 4) * rows_per_block;
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(c, o)| range(c * chunk, o));
-        } else {
-            range(0, out);
-        }
+        });
     }
 
     /// Classifies the leaves and assigns scratch slots: every leaf that may need gathering gets its
@@ -335,6 +311,20 @@ impl FusedProgram {
             }
             done += len;
         }
+    }
+}
+
+/// Calls `range(first, part)` on consecutive parts of `out` (`first`: the part's offset), cut at
+/// multiples of `unit` elements: about four parts per thread, in parallel, when `threads > 1` and
+/// the call computes at least `PAR_MIN_ELEMENTS` values (`work`); otherwise once, on all of `out`.
+fn in_parts(out: &mut [f32], unit: usize, work: usize, threads: usize, range: impl Fn(usize, &mut [f32]) + Sync) {
+    if threads > 1 && work >= PAR_MIN_ELEMENTS {
+        let chunk = out.len().div_ceil(unit).div_ceil(threads * 4) * unit;
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, o)| range(c * chunk, o));
+    } else {
+        range(0, out);
     }
 }
 
