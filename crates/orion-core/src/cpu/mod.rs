@@ -2,14 +2,17 @@
 //! vectorised, multi-threaded kernels (`gemm` for matrix products, a hand-written GEMV for
 //! single-row products, fused elementwise loops, row loops for softmax and reductions).
 //!
-//! Modules: `plan` (values → homes and arena slots, steps), `fusion` (elementwise groups), `lower`
-//! (kernel choice per step), `exec` (running steps), `hot_workers` (the pool's other workers kept
-//! awake during a run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the `gemm` wrapper),
-//! `gemv` (AVX2/F16C matrix-vector kernel for one-token decode), `vmath` (vectorised `exp`, `tanh`,
+//! Modules: `plan` (values → homes and arena slots, steps), `fusion` (elementwise groups, and the
+//! groups a row-wise softmax or reduction evaluates inside its own step), `lower` (kernel choice
+//! per step), `exec` (running steps), `hot_workers` (the pool's other workers kept awake during a
+//! run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the
+//! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemv`
+//! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `vmath` (vectorised `exp`, `tanh`,
 //! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
-//! `reduce`, `layout`, `strided`; `storage` holds buffers and views. `matmul`, `gemv` and `vmath`
-//! are the crate's unsafe modules (the `gemm` call; SIMD intrinsics behind run-time feature
-//! checks), each unsafe block with its safety argument.
+//! `reduce`, `layout`, `strided`; `storage` holds buffers and views; `weight_forms` the derived
+//! (transposed, half) weights. `matmul`, `gemm_kernel`, `gemv` and `vmath` are the crate's unsafe
+//! modules (the `gemm` call; SIMD intrinsics behind run-time feature checks), each unsafe block
+//! with its safety argument.
 //!
 //! Invariants: `compile` verifies the graph and does all planning; `run` checks inputs, then only
 //! executes steps, reusing arena buffers between runs (a `Mutex`-guarded pool, so concurrent runs
