@@ -234,6 +234,102 @@ fn last_axis_softmax_takes_its_scale_and_mask_prologue_in_one_pass() {
     assert_eq!((summary.count("fused"), summary.count("softmax")), (1, 1), "{summary}");
 }
 
+/// Causal attention probabilities as the models build them: `softmax(q·kᵀ·scale + mask)` with the
+/// query rows of `group` heads per key head folded into the product's rows (`q [b, kv, group·t, d]`,
+/// `k [b, kv, t, d]`), a constant causal mask `[t, t]` (or none), and the scores also a graph output
+/// when `expose` (so the product is its own step and the softmax reads it back).
+fn attention_probabilities(
+    (batch, kv, group, t, d): (usize, usize, usize, usize, usize),
+    masked: bool,
+    expose: bool,
+    q_scale: f32,
+) -> (Graph, Vec<Tensor>) {
+    let mut g = Graph::new("attention_probabilities");
+    let q_dims = vec![batch, kv, group * t, d];
+    let k_dims = vec![batch, kv, t, d];
+    let q = g.input("q", TensorType::new(DType::F32, q_dims.clone())).unwrap();
+    let k = g.input("k", TensorType::new(DType::F32, k_dims.clone())).unwrap();
+    let scores = g.matmul(q, k, false, true).unwrap();
+    let reshaped = g.reshape(scores, &[batch, kv, group, t, t]).unwrap();
+    let mut x = g.mul_scalar(reshaped, 1.0 / (d as f32).sqrt()).unwrap();
+    if masked {
+        let mask = orion_core::composite::causal_mask(&mut g, t, DType::F32).unwrap();
+        x = g.add(x, mask).unwrap();
+    }
+    let probs = g.softmax(x, -1).unwrap();
+    g.set_output("y", probs).unwrap();
+    if expose {
+        g.set_output("scores", scores).unwrap();
+    }
+    let scaled = |n: usize, seed: u64| values(n, seed).iter().map(|v| v * q_scale).collect::<Vec<f32>>();
+    let inputs = vec![
+        Tensor::f32(q_dims.clone(), scaled(q_dims.iter().product(), 3)),
+        Tensor::f32(k_dims.clone(), values(k_dims.iter().product(), 4)),
+    ];
+    (g, inputs)
+}
+
+#[test]
+fn attention_scores_are_computed_inside_their_softmax_with_the_unfused_bits() {
+    let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let cases = [
+        // (batch, kv heads, group, t, d), masked, scale of q
+        ((2, 3, 1, 64, 16), true, 1.0),
+        // Rows that no block size of 32 divides (blocks of 20), grouped query heads.
+        ((1, 2, 2, 40, 8), true, 1.0),
+        // Without a mask: nothing to skip.
+        ((2, 2, 1, 33, 12), false, 1.0),
+        // Scores so large the bound cannot prove the hidden ones flush: every block computed whole.
+        ((1, 2, 1, 64, 16), true, 3.0e3),
+    ];
+    for ((batch, kv, group, t, d), masked, q_scale) in cases {
+        let shape = (batch, kv, group, t, d);
+        let (g, inputs) = attention_probabilities(shape, masked, false, q_scale);
+        let (exposed, _) = attention_probabilities(shape, masked, true, q_scale);
+        for threads in [1, 2] {
+            let opts = options(Some(threads), WeightFormat::F32);
+            let summary = if q_scale == 1.0 {
+                check_against(&g, &g, &inputs, opts)
+            } else {
+                compile(&g, opts).plan_summary().clone()
+            };
+            assert_eq!(summary.count("scores_softmax"), 1, "{shape:?}: {summary}");
+            assert_eq!(summary.count("gemm") + summary.count("fused_softmax"), 0, "{summary}");
+            let unfused_exe = compile(&exposed, opts);
+            assert_eq!(unfused_exe.plan_summary().count("scores_softmax"), 0);
+            let fused = compile(&g, opts).run(&inputs).unwrap();
+            let unfused = unfused_exe.run(&inputs).unwrap();
+            assert_eq!(
+                bits(&fused[0]),
+                bits(&unfused[0]),
+                "{shape:?}, masked {masked}, {threads} threads"
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_scores_stay_their_own_step_when_the_mask_is_not_a_constant() {
+    let (g, inputs) = graph_of(
+        "input_mask",
+        DType::F32,
+        &[&[2, 16, 8], &[2, 16, 8], &[16, 16]],
+        |g, x| {
+            let scores = g.matmul(x[0], x[1], false, true)?;
+            let scaled = g.mul_scalar(scores, 0.25)?;
+            let masked = g.add(scaled, x[2])?;
+            g.softmax(masked, -1)
+        },
+    );
+    let summary = check(&g, &inputs);
+    assert_eq!(summary.count("scores_softmax"), 0, "{summary}");
+    assert_eq!(
+        (summary.count("gemm"), summary.count("fused_softmax")),
+        (1, 1),
+        "{summary}"
+    );
+}
+
 /// `reduce(x0 · x1, axes)` with the product also a graph output when `expose`.
 fn reduced_product(
     op: ReduceOp,

@@ -6,6 +6,7 @@
 //! without copying; the plan guarantees a step never reads a slot it writes. Every mismatch between
 //! the plan and the data is a `CoreError::Execute`, never a panic.
 
+use super::attention;
 use super::elementwise::{cast_float, holds, int_binary_fn, round_half_all, select, zip_broadcast};
 use super::lower::Kernel;
 use super::matmul;
@@ -103,6 +104,13 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
                 |values: &[f32], rows: &mut [f32]| plan.reduce_rows_f32(values, rows),
             );
         }
+        Kernel::ScoresSoftmax(p) => attention::run_scores_softmax(
+            p,
+            operand(0)?.float(op)?,
+            operand(1)?.float(op)?,
+            out_slice(&mut outs[0], first.numel, op)?,
+            threads,
+        )?,
         Kernel::MatMul(p) => matmul::run(
             p,
             operand(0)?,
@@ -206,6 +214,7 @@ fn movement<T: Elem>(step: &Step, views: &[View<'_>], outs: &mut [Buf], threads:
         | Kernel::Softmax(_)
         | Kernel::FusedSoftmax(..)
         | Kernel::FusedReduce(..)
+        | Kernel::ScoresSoftmax(_)
         | Kernel::Reduce(_)
         | Kernel::ScatterAddRows(_) => return Err(kind_error(op, "a data-movement kernel")),
     }

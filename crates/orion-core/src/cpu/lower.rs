@@ -7,6 +7,7 @@
 //! are the ones shape inference accepted. Conv1x1 is planned as the product `W [Cout, Cin] ·
 //! x [Cin, S]`, so its step reads the weight first.
 
+use super::attention::ScoresSoftmaxPlan;
 use super::elementwise::FusedProgram;
 use super::fusion::FusedGroup;
 use super::layout::{ConcatPlan, PadPlan, RowsPlan, SplitPlan};
@@ -31,6 +32,9 @@ pub(crate) enum Kernel {
     /// A reduction over the trailing axes (rows of `ReducePlan::count` elements) of a fused group's
     /// value, evaluated and reduced a block of rows at a time.
     FusedReduce(FusedProgram, ReducePlan),
+    /// A last-axis softmax of scaled, masked attention scores, with the scores product inside
+    /// (never materialised; hidden keys skipped), see [`super::attention`].
+    ScoresSoftmax(ScoresSoftmaxPlan),
     MatMul(MatMulPlan),
     IntBinary {
         op: BinaryOp,
@@ -67,6 +71,7 @@ impl Kernel {
             Kernel::Fused(_) => "fused",
             Kernel::FusedSoftmax(..) => "fused_softmax",
             Kernel::FusedReduce(..) => "fused_reduce",
+            Kernel::ScoresSoftmax(_) => "scores_softmax",
             Kernel::MatMul(p) => match p.method {
                 Method::Gemm => "gemm",
                 Method::GemvRight | Method::GemvLeft => "gemv",
@@ -97,6 +102,7 @@ impl Kernel {
             | Kernel::Softmax(_)
             | Kernel::FusedSoftmax(..)
             | Kernel::FusedReduce(..)
+            | Kernel::ScoresSoftmax(_)
             | Kernel::Reduce(_)
             | Kernel::ScatterAddRows(_)
             | Kernel::Cast => true,

@@ -610,7 +610,7 @@ fn gemm_row_halves(
 }
 
 /// Elements spanned by a dense `[rows, cols]` matrix in `layout`.
-fn span(rows: usize, cols: usize, layout: Layout) -> usize {
+pub(crate) fn span(rows: usize, cols: usize, layout: Layout) -> usize {
     if rows == 0 || cols == 0 {
         0
     } else {

@@ -3,8 +3,9 @@
 //! single-row products, fused elementwise loops, row loops for softmax and reductions).
 //!
 //! Modules: `plan` (values → homes and arena slots, steps), `fusion` (elementwise groups, and the
-//! groups a row-wise softmax or reduction evaluates inside its own step), `lower` (kernel choice
-//! per step), `exec` (running steps), `hot_workers` (the pool's other workers kept awake during a
+//! groups a row-wise softmax or reduction evaluates inside its own step), `attention` (attention
+//! scores computed inside their softmax step, skipping the keys a causal mask hides), `lower`
+//! (kernel choice per step), `exec` (running steps), `hot_workers` (the pool's other workers kept awake during a
 //! run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the
 //! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemv`
 //! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `vmath` (vectorised `exp`, `tanh`,
@@ -26,6 +27,7 @@
 //! used otherwise, like a tied embedding table, keeps its f32 values for those uses), so results
 //! then match the interpreter run on half-rounded weights.
 
+mod attention;
 mod elementwise;
 mod exec;
 mod fusion;

@@ -15,6 +15,7 @@
 //! defined by an earlier step, an input or a constant; a step never writes a slot it reads (its
 //! outputs are allocated before its operands are freed); graph outputs keep their slots to the end.
 
+use super::attention::plan_scores_softmax;
 use super::fusion::plan_fusion;
 use super::lower::{lower, Kernel};
 use super::matmul::{Layout, MatMulPlan};
@@ -260,6 +261,7 @@ struct Walk {
 /// Walks the nodes in order, giving every value a home and every materialised node a step.
 fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     let fusion = plan_fusion(g);
+    let mut scores = plan_scores_softmax(g, &fusion);
     let half_ok = half_weight_values(g, weights);
     let store_transposed = transposed_weight_values(g, &half_ok);
     let values = g.values().len();
@@ -307,6 +309,19 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
         } else if is_alias(g, &node.op, node.inputs.first().copied()) {
             w.root[out.index()] = w.root[node.inputs[0].index()];
             w.summary.aliases += 1;
+        } else if scores.absorbed[index] {
+            // A scores product computed inside the softmax step that reads it.
+        } else if let Some((plan, operands)) = scores.plans[index].take() {
+            for &v in &node.outputs {
+                w.home[v.index()] = Home::Step;
+            }
+            w.pending.push(Pending {
+                reads_weights: false,
+                kernel: Kernel::ScoresSoftmax(plan),
+                op: node.op.name(),
+                reads: operands.to_vec(),
+                defines: node.outputs.clone(),
+            });
         } else if !fusion.absorbed[index] {
             let group = fusion.roots[index].as_ref();
             let mut kernel = lower(g, node, group)?;
