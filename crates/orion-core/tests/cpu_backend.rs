@@ -308,6 +308,100 @@ fn attention_scores_are_computed_inside_their_softmax_with_the_unfused_bits() {
     }
 }
 
+/// The gradient graph of `softmax(q·kᵀ/√d + causal mask)·v` (the models' batched attention, grouped
+/// heads folded into the rows) with respect to `q`, `k` and `v`; with `expose`, `dP = dO·Vᵀ` is also
+/// a graph output, so the backward runs as its unfused steps. Inputs scaled by `scale`.
+fn attention_gradients(
+    (batch, kv, group, t, d): (usize, usize, usize, usize, usize),
+    expose: bool,
+    scale: f32,
+) -> (Graph, Vec<Tensor>) {
+    let mut g = Graph::new("attention");
+    let q_dims = vec![batch, kv, group * t, d];
+    let kv_dims = vec![batch, kv, t, d];
+    let q = g.input("q", TensorType::new(DType::F32, q_dims.clone())).unwrap();
+    let k = g.input("k", TensorType::new(DType::F32, kv_dims.clone())).unwrap();
+    let v = g.input("v", TensorType::new(DType::F32, kv_dims.clone())).unwrap();
+    let scores = g.matmul(q, k, false, true).unwrap();
+    let scores = g.reshape(scores, &[batch, kv, group, t, t]).unwrap();
+    let scaled = g.mul_scalar(scores, 1.0 / (d as f32).sqrt()).unwrap();
+    let mask = orion_core::composite::causal_mask(&mut g, t, DType::F32).unwrap();
+    let masked = g.add(scaled, mask).unwrap();
+    let probs = g.softmax(masked, -1).unwrap();
+    let probs = g.reshape(probs, &[batch, kv, group * t, t]).unwrap();
+    let out = g.matmul(probs, v, false, false).unwrap();
+    g.set_output("y", out).unwrap();
+    let mut grads = orion_core::autodiff::grad(&g, &["q", "k", "v"], orion_core::autodiff::Seed::Cotangents).unwrap();
+    if expose {
+        let v_in = grads.input_value("v").unwrap();
+        let dp = grads
+            .nodes()
+            .iter()
+            .find(|n| matches!(n.op, orion_core::Op::MatMul { transpose_b: true, .. }) && n.inputs[1] == v_in)
+            .map(|n| n.outputs[0])
+            .unwrap();
+        grads.set_output("dp", dp).unwrap();
+    }
+    let scaled = |dims: &Vec<usize>, seed: u64| {
+        let n = dims.iter().product();
+        Tensor::f32(dims.clone(), values(n, seed).iter().map(|x| x * scale).collect())
+    };
+    let inputs = vec![
+        scaled(&q_dims, 5),
+        scaled(&kv_dims, 6),
+        scaled(&kv_dims, 7),
+        scaled(&q_dims, 8),
+    ];
+    (grads, inputs)
+}
+
+#[test]
+fn attention_backward_runs_as_one_step_with_the_unfused_bits() {
+    let bits = |t: &Tensor| {
+        t.as_f32()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits() & 0x7fff_ffff)
+            .collect::<Vec<_>>()
+    };
+    // (batch, kv heads, group, t, d), input scale: blocks of 32 rows with tiles and edges; grouped
+    // heads with blocks of 20; inputs so large that rows sum to non-finite values somewhere.
+    let cases = [
+        ((2, 2, 1, 64, 16), 1.0),
+        ((1, 2, 2, 40, 8), 1.0),
+        ((1, 1, 1, 48, 24), 1.0e19),
+    ];
+    for (shape, scale) in cases {
+        let (g, inputs) = attention_gradients(shape, false, scale);
+        let (exposed, _) = attention_gradients(shape, true, scale);
+        assert_eq!(g.input_value("grad_y").map(|v| g.ty(v).shape.dims().len()), Some(4));
+        for threads in [1, 2] {
+            let opts = options(Some(threads), WeightFormat::F32);
+            let summary = if scale == 1.0 {
+                check_against(&g, &g, &inputs, opts)
+            } else {
+                compile(&g, opts).plan_summary().clone()
+            };
+            assert_eq!(summary.count("attention_backward"), 1, "{shape:?}: {summary}");
+            let unfused_exe = compile(&exposed, opts);
+            assert_eq!(unfused_exe.plan_summary().count("attention_backward"), 0);
+            let fused = compile(&g, opts).run(&inputs).unwrap();
+            let unfused = unfused_exe.run(&inputs).unwrap();
+            // Outputs: y, then the gradients of q, k, v. Compared up to the sign of zero.
+            for i in 1..4 {
+                assert_eq!(
+                    bits(&fused[i]),
+                    bits(&unfused[i]),
+                    "{shape:?}, output {i}, {threads} threads"
+                );
+            }
+            if scale != 1.0 {
+                assert!(fused[1].as_f32().unwrap().iter().any(|v| !v.is_finite()));
+            }
+        }
+    }
+}
+
 #[test]
 fn attention_scores_stay_their_own_step_when_the_mask_is_not_a_constant() {
     let (g, inputs) = graph_of(

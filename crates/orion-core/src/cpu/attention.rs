@@ -19,7 +19,8 @@
 //! the block's remaining columns are computed and the row is softmaxed whole, as unfused.
 //!
 //! Invariant: the result has the bits of the unfused steps (matmul, then the fused softmax): the
-//! same products (each score is one `gemm` dot product over the head dimension, in order), the same
+//! same products (`tile_product`: each score one chain of fused multiply-adds over the head
+//! dimension, in the `gemm` crate's order), the same
 //! `s·c`, then `+ m` roundings, and the same row softmax over the whole row, whose skipped entries
 //! are exact zeros in both (tests in `tests/cpu_backend.rs` compare the bits).
 
@@ -28,6 +29,7 @@ use super::fusion::Fusion;
 use super::lower::{lower, Kernel};
 use super::matmul::{span, Layout, MatMulPlan, Method};
 use super::reduce::softmax_rows_in_place;
+use super::tile_product::{multiply, Factors};
 use super::vmath;
 use crate::error::Result;
 use crate::graph::{Graph, ValueId};
@@ -354,93 +356,33 @@ fn scores_block(
         .as_ref()
         .map(|mask| (mask, (first_row % mask.rows) / plan.block_rows));
     let live = mask_block.map_or(n, |(mask, b)| mask.live[b]);
-    products(queries, keys, n, block, (0, live));
+    let d = plan.product.k;
+    let factors = Factors {
+        a: queries,
+        a_row: d,
+        a_step: 1,
+        b: keys,
+        b_row: n,
+        depth: d,
+    };
+    let rows = block.len() / n;
+    multiply(factors, block, n, rows, (0, live), false);
     add_scale_and_mask(plan, block, first_row, 0, live);
     if live < n {
         let hidden_max = mask_block.map_or(f32::NEG_INFINITY, |(mask, b)| mask.hidden_max[b]);
-        let d = plan.product.k.max(1);
         let scale = f64::from(plan.scale.unwrap_or(1.0)).abs();
-        let flushes = block.chunks(n).zip(queries.chunks(d)).all(|(row, query)| {
+        let flushes = block.chunks(n).zip(queries.chunks(d.max(1))).all(|(row, query)| {
             let bound = scale * norm(query) * key_norm * 1.001 + 1.0;
             bound + f64::from(hidden_max) - f64::from(vmath::max_plain(&row[..live])) < FLUSHES_BELOW
         });
         if flushes {
             block.chunks_mut(n).for_each(|row| row[live..].fill(f32::NEG_INFINITY));
         } else {
-            products(queries, keys, n, block, (live, n));
+            multiply(factors, block, n, rows, (live, n), false);
             add_scale_and_mask(plan, block, first_row, live, n);
         }
     }
     softmax_rows_in_place(block, n);
-}
-
-/// Rows of output tile, columns of output tile (16 vectors of 16 lanes in registers).
-const TILE_ROWS: usize = 4;
-const TILE_COLUMNS: usize = 64;
-
-/// `block[i, j] = Σ_p queries[i, p] · keys[p, j]` for columns `from..to`, each a chain of fused
-/// multiply-adds over p in increasing order from 0 (the `gemm` crate's order, so the same bits).
-#[inline(always)]
-fn products(queries: &[f32], keys: &[f32], n: usize, block: &mut [f32], (from, to): (usize, usize)) {
-    let d = keys.len() / n.max(1);
-    let rows = block.len() / n.max(1);
-    let mut i = 0;
-    while i < rows {
-        let tile_rows = (rows - i).min(TILE_ROWS);
-        let mut j = from;
-        while j < to {
-            let width = (to - j).min(TILE_COLUMNS);
-            if tile_rows == TILE_ROWS && width == TILE_COLUMNS {
-                tile::<TILE_COLUMNS>(queries, keys, (d, n), (i, j), block);
-            } else if tile_rows == TILE_ROWS && width >= 32 {
-                tile::<32>(queries, keys, (d, n), (i, j), block);
-                j += 32;
-                continue;
-            } else if tile_rows == TILE_ROWS && width >= 16 {
-                tile::<16>(queries, keys, (d, n), (i, j), block);
-                j += 16;
-                continue;
-            } else {
-                for r in i..i + tile_rows {
-                    for c in j..j + width {
-                        let mut acc = 0.0f32;
-                        for t in 0..d {
-                            acc = queries[r * d + t].mul_add(keys[t * n + c], acc);
-                        }
-                        block[r * n + c] = acc;
-                    }
-                }
-            }
-            j += width;
-        }
-        i += tile_rows;
-    }
-}
-
-/// One `TILE_ROWS × W` tile of [`products`], its sums held in registers.
-#[inline(always)]
-fn tile<const W: usize>(
-    queries: &[f32],
-    keys: &[f32],
-    (d, n): (usize, usize),
-    (i, j): (usize, usize),
-    block: &mut [f32],
-) {
-    let mut acc = [[0.0f32; W]; TILE_ROWS];
-    for t in 0..d {
-        let Some(key) = keys.get(t * n + j..t * n + j + W) else {
-            return;
-        };
-        for (r, sums) in acc.iter_mut().enumerate() {
-            let x = queries[(i + r) * d + t];
-            for (s, &y) in sums.iter_mut().zip(key) {
-                *s = x.mul_add(y, *s);
-            }
-        }
-    }
-    for (r, sums) in acc.iter().enumerate() {
-        block[(i + r) * n + j..(i + r) * n + j + W].copy_from_slice(sums);
-    }
 }
 
 /// `x = s·c + m` (the unfused prologue's two roundings, in its order) on columns `from..to` of a
@@ -462,7 +404,7 @@ fn add_scale_and_mask(plan: &ScoresSoftmaxPlan, block: &mut [f32], first_row: us
 }
 
 /// Key `j`, element `t` (at `bo + j·cs + t·rs` of `k`) into `keys[t·n + j]`, in 16 × 16 tiles.
-fn transpose_keys(k: &[f32], bo: usize, layout: Layout, (d, n): (usize, usize), keys: &mut [f32]) {
+pub(crate) fn transpose_keys(k: &[f32], bo: usize, layout: Layout, (d, n): (usize, usize), keys: &mut [f32]) {
     const TILE: usize = 16;
     for j0 in (0..n).step_by(TILE) {
         for t0 in (0..d).step_by(TILE) {

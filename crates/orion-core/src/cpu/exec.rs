@@ -7,6 +7,7 @@
 //! the plan and the data is a `CoreError::Execute`, never a panic.
 
 use super::attention;
+use super::attention_backward::{run_attention_backward, BackwardInputs};
 use super::elementwise::{cast_float, holds, int_binary_fn, round_half_all, select, zip_broadcast};
 use super::lower::Kernel;
 use super::matmul;
@@ -111,6 +112,26 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
             out_slice(&mut outs[0], first.numel, op)?,
             threads,
         )?,
+        Kernel::AttentionBackward(p) => {
+            let float = |i: usize| operand(i).and_then(|v| v.float(op));
+            let inputs = BackwardInputs {
+                d_o: float(0)?,
+                v: float(1)?,
+                p: float(2)?,
+                k: float(3)?,
+                q: float(4)?,
+            };
+            let numel = |i: usize| step.outputs.get(i).map_or(0, |t| t.numel);
+            let [dq, dk, dv] = outs else {
+                return Err(kind_error(op, "three outputs"));
+            };
+            let outputs = (
+                out_slice(dq, numel(0), op)?,
+                out_slice(dk, numel(1), op)?,
+                out_slice(dv, numel(2), op)?,
+            );
+            run_attention_backward(p, &inputs, outputs, threads)?
+        }
         Kernel::MatMul(p) => matmul::run(
             p,
             operand(0)?,
@@ -215,6 +236,7 @@ fn movement<T: Elem>(step: &Step, views: &[View<'_>], outs: &mut [Buf], threads:
         | Kernel::FusedSoftmax(..)
         | Kernel::FusedReduce(..)
         | Kernel::ScoresSoftmax(_)
+        | Kernel::AttentionBackward(_)
         | Kernel::Reduce(_)
         | Kernel::ScatterAddRows(_) => return Err(kind_error(op, "a data-movement kernel")),
     }

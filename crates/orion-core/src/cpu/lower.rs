@@ -8,6 +8,7 @@
 //! x [Cin, S]`, so its step reads the weight first.
 
 use super::attention::ScoresSoftmaxPlan;
+use super::attention_backward::AttentionBackwardPlan;
 use super::elementwise::FusedProgram;
 use super::fusion::FusedGroup;
 use super::layout::{ConcatPlan, PadPlan, RowsPlan, SplitPlan};
@@ -35,6 +36,9 @@ pub(crate) enum Kernel {
     /// A last-axis softmax of scaled, masked attention scores, with the scores product inside
     /// (never materialised; hidden keys skipped), see [`super::attention`].
     ScoresSoftmax(ScoresSoftmaxPlan),
+    /// Attention's backward from `dO` to `dQ`, `dK`, `dV` (products, row sums and the softmax
+    /// backward in one step; zero probabilities skipped), see [`super::attention_backward`].
+    AttentionBackward(AttentionBackwardPlan),
     MatMul(MatMulPlan),
     IntBinary {
         op: BinaryOp,
@@ -72,6 +76,7 @@ impl Kernel {
             Kernel::FusedSoftmax(..) => "fused_softmax",
             Kernel::FusedReduce(..) => "fused_reduce",
             Kernel::ScoresSoftmax(_) => "scores_softmax",
+            Kernel::AttentionBackward(_) => "attention_backward",
             Kernel::MatMul(p) => match p.method {
                 Method::Gemm => "gemm",
                 Method::GemvRight | Method::GemvLeft => "gemv",
@@ -103,6 +108,7 @@ impl Kernel {
             | Kernel::FusedSoftmax(..)
             | Kernel::FusedReduce(..)
             | Kernel::ScoresSoftmax(_)
+            | Kernel::AttentionBackward(_)
             | Kernel::Reduce(_)
             | Kernel::ScatterAddRows(_)
             | Kernel::Cast => true,

@@ -4,7 +4,9 @@
 //!
 //! Modules: `plan` (values → homes and arena slots, steps), `fusion` (elementwise groups, and the
 //! groups a row-wise softmax or reduction evaluates inside its own step), `attention` (attention
-//! scores computed inside their softmax step, skipping the keys a causal mask hides), `lower`
+//! scores computed inside their softmax step, skipping the keys a causal mask hides),
+//! `attention_backward` (attention's backward from `dO` to `dQ`, `dK`, `dV` in one step, skipping
+//! zero probabilities), `tile_product` (their small in-cache products), `lower`
 //! (kernel choice per step), `exec` (running steps), `hot_workers` (the pool's other workers kept awake during a
 //! run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the
 //! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemv`
@@ -28,6 +30,7 @@
 //! then match the interpreter run on half-rounded weights.
 
 mod attention;
+mod attention_backward;
 mod elementwise;
 mod exec;
 mod fusion;
@@ -42,6 +45,7 @@ mod plan;
 mod reduce;
 mod storage;
 mod strided;
+mod tile_product;
 mod vmath;
 mod weight_forms;
 

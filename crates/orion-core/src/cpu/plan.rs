@@ -16,6 +16,7 @@
 //! outputs are allocated before its operands are freed); graph outputs keep their slots to the end.
 
 use super::attention::plan_scores_softmax;
+use super::attention_backward::plan_attention_backward;
 use super::fusion::plan_fusion;
 use super::lower::{lower, Kernel};
 use super::matmul::{Layout, MatMulPlan};
@@ -262,6 +263,7 @@ struct Walk {
 fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     let fusion = plan_fusion(g);
     let mut scores = plan_scores_softmax(g, &fusion);
+    let mut backward = plan_attention_backward(g, &fusion);
     let half_ok = half_weight_values(g, weights);
     let store_transposed = transposed_weight_values(g, &half_ok);
     let values = g.values().len();
@@ -309,6 +311,20 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
         } else if is_alias(g, &node.op, node.inputs.first().copied()) {
             w.root[out.index()] = w.root[node.inputs[0].index()];
             w.summary.aliases += 1;
+        } else if backward.absorbed[index] {
+            // Computed by the attention backward step placed at the first of its nodes.
+            if let Some((plan, reads, defines)) = backward.steps[index].take() {
+                for &v in &defines {
+                    w.home[v.index()] = Home::Step;
+                }
+                w.pending.push(Pending {
+                    reads_weights: false,
+                    kernel: Kernel::AttentionBackward(plan),
+                    op: node.op.name(),
+                    reads,
+                    defines,
+                });
+            }
         } else if scores.absorbed[index] {
             // A scores product computed inside the softmax step that reads it.
         } else if let Some((plan, operands)) = scores.plans[index].take() {

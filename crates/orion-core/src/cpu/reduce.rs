@@ -327,6 +327,13 @@ const REDUCE_TASK: usize = 1 << 14;
 /// Rows reduced side by side by [`reduce_rows`].
 const ROW_GROUP: usize = 8;
 
+/// The sums of the rows of `len` elements of `x` into `out`, as [`ReducePlan::reduce_rows_f32`] sums
+/// them for `ReduceOp::Sum`.
+#[inline(always)]
+pub(crate) fn sum_rows_f32(x: &[f32], len: usize, out: &mut [f32]) {
+    reduce_rows(ReduceOp::Sum, x, len, out);
+}
+
 /// Reduces each row of `len` elements of `x` into one element of `out`, `ROW_GROUP` rows at a time
 /// with one accumulator each, so the rows' dependency chains overlap; each row still accumulates
 /// its elements in increasing order (the interpreter's order).
