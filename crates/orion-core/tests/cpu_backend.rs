@@ -424,6 +424,64 @@ fn attention_scores_stay_their_own_step_when_the_mask_is_not_a_constant() {
     );
 }
 
+/// RoPE's rotation as the models write it: `x·cos + rotate_half(x)·sin` with `rotate_half(x) =
+/// concat(−x₂, x₁)` from a split (`backward`: `concat(x₂, −x₁)` from two slices, as autodiff writes
+/// its transpose); with `expose`, the concatenated value is also a graph output.
+fn rotary(dims: &[usize], backward: bool, expose: bool) -> (Graph, Vec<Tensor>) {
+    let last = dims.len() - 1;
+    let half = dims[last] / 2;
+    let table = &dims[dims.len() - 2..];
+    let (mut g, inputs) = graph_of("rotary", DType::F32, &[dims, table, table], |g, x| {
+        let rotated = if backward {
+            let mut end = dims.to_vec();
+            end[last] = half;
+            let first = g.slice(x[0], &vec![0; dims.len()], &end)?;
+            let mut begin = vec![0; dims.len()];
+            begin[last] = half;
+            let second = g.slice(x[0], &begin, dims)?;
+            let negated = g.unary(UnaryOp::Neg, first)?;
+            g.concat(&[second, negated], last as isize)?
+        } else {
+            let pieces = g.split(x[0], last as isize, &[half, half])?;
+            let negated = g.unary(UnaryOp::Neg, pieces[1])?;
+            g.concat(&[negated, pieces[0]], last as isize)?
+        };
+        let cos = g.mul(x[0], x[1])?;
+        let sin = g.mul(rotated, x[2])?;
+        g.add(cos, sin)
+    });
+    if expose {
+        let y = g.output_value("y").unwrap();
+        let sin = g.producer(y).inputs[1];
+        let rotated = g.producer(sin).inputs[0];
+        g.set_output("rotated", rotated).unwrap();
+    }
+    (g, inputs)
+}
+
+#[test]
+fn rotary_halves_are_read_in_place_by_the_fused_group() {
+    let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for backward in [false, true] {
+        for (dims, threads) in [(vec![2, 3, 8, 16], 1), (vec![4, 300, 64], 2)] {
+            let opts = options(Some(threads), WeightFormat::F32);
+            let (g, inputs) = rotary(&dims, backward, false);
+            let summary = check_against(&g, &g, &inputs, opts);
+            let copies = summary.count("split") + summary.count("copy") + summary.count("concat");
+            assert_eq!(
+                (copies, summary.steps),
+                (0, 1),
+                "{dims:?}, backward {backward}: {summary}"
+            );
+            let (exposed, _) = rotary(&dims, backward, true);
+            let unfused = compile(&exposed, opts);
+            assert_eq!(unfused.plan_summary().count("concat"), 1);
+            let fused = compile(&g, opts).run(&inputs).unwrap();
+            assert_eq!(bits(&fused[0]), bits(&unfused.run(&inputs).unwrap()[0]), "{dims:?}");
+        }
+    }
+}
+
 /// `reduce(x0 · x1, axes)` with the product also a graph output when `expose`.
 fn reduced_product(
     op: ReduceOp,

@@ -90,6 +90,9 @@ pub(crate) fn plan_scores_softmax(g: &Graph, fusion: &Fusion) -> ScoresFusion {
         let (Op::Softmax { .. }, Some(group)) = (&node.op, fusion.roots[index].as_ref()) else {
             continue;
         };
+        if group.rotations.iter().any(Option::is_some) {
+            continue;
+        }
         let Some(prologue) = Prologue::of(g, &group.leaves, &group.instrs) else {
             continue;
         };

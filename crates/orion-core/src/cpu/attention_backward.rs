@@ -70,7 +70,11 @@ enum Expr {
 impl Expr {
     /// The group's result as an expression (instructions that round to half are `Other`).
     fn of(group: &FusedGroup) -> Expr {
-        let mut registers: Vec<Expr> = group.leaves.iter().map(|&v| Expr::Leaf(v)).collect();
+        let leaf = |(&v, rotation): (&ValueId, &Option<_>)| match rotation {
+            None => Expr::Leaf(v),
+            Some(_) => Expr::Other,
+        };
+        let mut registers: Vec<Expr> = group.leaves.iter().zip(&group.rotations).map(leaf).collect();
         for instr in &group.instrs {
             let value = match *instr {
                 Instr::Binary { op, a, b, round: false } => match (registers.get(a), registers.get(b)) {

@@ -66,10 +66,48 @@ pub(crate) enum Instr {
 
 impl Instr {
     /// The registers the instruction reads (a repeated operand twice).
-    fn sources(&self) -> [Option<usize>; 2] {
+    pub(crate) fn sources(&self) -> [Option<usize>; 2] {
         match *self {
             Instr::Unary { src, .. } | Instr::RoundHalf { src } => [Some(src), None],
             Instr::Binary { a, b, .. } => [Some(a), Some(b)],
+        }
+    }
+}
+
+/// A leaf read with the halves of its last axis swapped, each optionally negated: element `j` of a
+/// row of `2·half` is `±x[j + half]` for `j < half` and `±x[j − half]` after. RoPE's
+/// `rotate_half` (`concat(−x₂, x₁)`) and the transpose its backward applies (`concat(x₂, −x₁)`),
+/// read straight from `x` instead of from the split, negated and concatenated copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HalfRotation {
+    pub half: usize,
+    pub negate_first: bool,
+    pub negate_second: bool,
+}
+
+impl HalfRotation {
+    /// Elements `start..start + dst.len()` of the rotated `x` (same shape as the output).
+    #[inline(always)]
+    fn gather(self, x: &[f32], start: usize, dst: &mut [f32]) {
+        let row = 2 * self.half;
+        let mut written = 0;
+        while written < dst.len() {
+            let position = start + written;
+            let j = position % row;
+            let (from, negate, end) = if j < self.half {
+                (position + self.half, self.negate_first, self.half)
+            } else {
+                (position - self.half, self.negate_second, row)
+            };
+            let run = (end - j).min(dst.len() - written);
+            let out = &mut dst[written..written + run];
+            let src = &x[from..from + run];
+            if negate {
+                out.iter_mut().zip(src).for_each(|(o, &v)| *o = -v);
+            } else {
+                out.copy_from_slice(src);
+            }
+            written += run;
         }
     }
 }
@@ -79,6 +117,8 @@ impl Instr {
 pub(crate) struct FusedProgram {
     /// How each leaf operand (register `i` for leaf `i`) is read.
     pub leaves: Vec<Broadcaster>,
+    /// Per leaf: read with its last axis half-rotated (its broadcaster is then the identity).
+    pub rotations: Vec<Option<HalfRotation>>,
     /// Instruction `j` writes register `leaves.len() + j`; the last one is the result.
     pub instrs: Vec<Instr>,
     pub numel: usize,
@@ -100,6 +140,8 @@ enum LeafRead {
     Columns { period: usize, slot: usize },
     /// Anything else: gathered.
     Gather { slot: usize },
+    /// Half-rotated along the last axis: gathered.
+    Rotated { rotation: HalfRotation, slot: usize },
 }
 
 /// Per run: how leaves are read, where every intermediate lives, and where blocks are cut.
@@ -224,13 +266,20 @@ impl FusedProgram {
             .leaves
             .iter()
             .zip(leaves)
-            .map(|(reader, data)| classify(reader, data.len(), self.numel, || take(&mut free)))
+            .zip(&self.rotations)
+            .map(|((reader, data), rotation)| match rotation {
+                Some(rotation) if rotation.half > 0 && data.len() >= self.numel => LeafRead::Rotated {
+                    rotation: *rotation,
+                    slot: take(&mut free),
+                },
+                _ => classify(reader, data.len(), self.numel, || take(&mut free)),
+            })
             .collect();
         let period = reads
             .iter()
             .filter_map(|r| match *r {
                 LeafRead::Rows { period, .. } | LeafRead::Columns { period, .. } => Some(period),
-                LeafRead::Dense | LeafRead::Scalar | LeafRead::Gather { .. } => None,
+                LeafRead::Dense | LeafRead::Scalar | LeafRead::Gather { .. } | LeafRead::Rotated { .. } => None,
             })
             .min();
         let registers = self.leaves.len() + self.instrs.len();
@@ -241,7 +290,10 @@ impl FusedProgram {
         let mut slot_of: Vec<Option<usize>> = reads
             .iter()
             .map(|r| match *r {
-                LeafRead::Rows { slot, .. } | LeafRead::Columns { slot, .. } | LeafRead::Gather { slot } => Some(slot),
+                LeafRead::Rows { slot, .. }
+                | LeafRead::Columns { slot, .. }
+                | LeafRead::Gather { slot }
+                | LeafRead::Rotated { slot, .. } => Some(slot),
                 LeafRead::Dense | LeafRead::Scalar => None,
             })
             .collect();
@@ -370,6 +422,10 @@ fn leaf_value<'a>(
         }
         LeafRead::Columns { period, .. } if position / period == (position + len - 1) / period => {
             Val::Scalar(data[position / period])
+        }
+        LeafRead::Rotated { rotation, slot } => {
+            rotation.gather(data, position, &mut slots[slot][..len]);
+            Val::Slot(slot)
         }
         LeafRead::Rows { slot, .. } | LeafRead::Columns { slot, .. } | LeafRead::Gather { slot } => {
             reader.gather(data, position, &mut slots[slot][..len]);
@@ -625,6 +681,7 @@ mod tests {
         // (x + c) * x with x [2, 3] and c [3]: registers 0 = x, 1 = c, 2 = x + c, 3 = (x + c) * x.
         let program = FusedProgram {
             leaves: vec![Broadcaster::new(&[2, 3], &[2, 3]), Broadcaster::new(&[3], &[2, 3])],
+            rotations: vec![None; 2],
             instrs: vec![
                 Instr::Binary {
                     op: BinaryOp::Add,
@@ -659,6 +716,7 @@ mod tests {
         let shapes: [&[usize]; 5] = [out, row, col, &[], other];
         FusedProgram {
             leaves: shapes.iter().map(|s| Broadcaster::new(s, out)).collect(),
+            rotations: vec![None; shapes.len()],
             instrs: vec![
                 bin(BinaryOp::Mul, 0, 1, false), // 5 = x * row
                 bin(BinaryOp::Add, 5, 2, false), // 6 = 5 + col
@@ -773,9 +831,10 @@ mod tests {
                 let src = match r.checked_sub(5) {
                     Some(k) => layout.results[k],
                     None => match layout.reads[r] {
-                        LeafRead::Rows { slot, .. } | LeafRead::Columns { slot, .. } | LeafRead::Gather { slot } => {
-                            Some(slot)
-                        }
+                        LeafRead::Rows { slot, .. }
+                        | LeafRead::Columns { slot, .. }
+                        | LeafRead::Gather { slot }
+                        | LeafRead::Rotated { slot, .. } => Some(slot),
                         LeafRead::Dense | LeafRead::Scalar => None,
                     },
                 };

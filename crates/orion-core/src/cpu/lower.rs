@@ -141,6 +141,7 @@ pub(crate) fn lower(g: &Graph, node: &Node, group: Option<&FusedGroup>) -> Resul
                 .iter()
                 .map(|&v| Broadcaster::new(g.ty(v).shape.dims(), computed))
                 .collect(),
+            rotations: group.rotations.clone(),
             instrs: group.instrs.clone(),
             numel: computed.iter().product(),
         };
