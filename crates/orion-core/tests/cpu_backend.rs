@@ -234,38 +234,83 @@ fn last_axis_softmax_takes_its_scale_and_mask_prologue_in_one_pass() {
     assert_eq!((summary.count("fused"), summary.count("softmax")), (1, 1), "{summary}");
 }
 
-/// Causal attention probabilities as the models build them: `softmax(q·kᵀ·scale + mask)` with the
-/// query rows of `group` heads per key head folded into the product's rows (`q [b, kv, group·t, d]`,
-/// `k [b, kv, t, d]`), a constant causal mask `[t, t]` (or none), and the scores also a graph output
-/// when `expose` (so the product is its own step and the softmax reads it back).
-fn attention_probabilities(
+/// Attention's probabilities as the models build them, on inputs `q [b, kv, group·t, d]` and
+/// `k [b, kv, t, d]` (the query rows of `group` heads per key head folded into the product's rows):
+/// `softmax(q·kᵀ/√d + mask)` with a constant causal mask `[t, t]` (or none). Returns the scores
+/// product and the probabilities `[b, kv, group·t, t]`.
+fn probabilities(
+    g: &mut Graph,
+    (q, k): (ValueId, ValueId),
     (batch, kv, group, t, d): (usize, usize, usize, usize, usize),
     masked: bool,
-    expose: bool,
-    q_scale: f32,
-) -> (Graph, Vec<Tensor>) {
-    let mut g = Graph::new("attention_probabilities");
-    let q_dims = vec![batch, kv, group * t, d];
-    let k_dims = vec![batch, kv, t, d];
-    let q = g.input("q", TensorType::new(DType::F32, q_dims.clone())).unwrap();
-    let k = g.input("k", TensorType::new(DType::F32, k_dims.clone())).unwrap();
+) -> (ValueId, ValueId) {
     let scores = g.matmul(q, k, false, true).unwrap();
     let reshaped = g.reshape(scores, &[batch, kv, group, t, t]).unwrap();
     let mut x = g.mul_scalar(reshaped, 1.0 / (d as f32).sqrt()).unwrap();
     if masked {
-        let mask = orion_core::composite::causal_mask(&mut g, t, DType::F32).unwrap();
+        let mask = orion_core::composite::causal_mask(g, t, DType::F32).unwrap();
         x = g.add(x, mask).unwrap();
     }
     let probs = g.softmax(x, -1).unwrap();
+    (scores, g.reshape(probs, &[batch, kv, group * t, t]).unwrap())
+}
+
+/// A graph with f32 inputs `names` of `dims`, and their values from `values` scaled by `scale`.
+fn inputs_of(g: &mut Graph, named: &[(&str, &[usize])], scale: f32) -> (Vec<ValueId>, Vec<Tensor>) {
+    let mut ids = Vec::new();
+    let mut tensors = Vec::new();
+    for (i, (name, dims)) in named.iter().enumerate() {
+        ids.push(g.input(*name, TensorType::new(DType::F32, dims.to_vec())).unwrap());
+        let n = dims.iter().product();
+        let scaled = values(n, 3 + i as u64).iter().map(|v| v * scale).collect();
+        tensors.push(Tensor::f32(dims.to_vec(), scaled));
+    }
+    (ids, tensors)
+}
+
+/// Runs `g`, whose plan must have one `kernel` step, and `exposed`, the same graph with an
+/// intermediate also an output (so it has none), on `threads`; checks `g` against the interpreter
+/// when `check`. Returns `g`'s plan summary and both runs' outputs.
+fn fused_and_unfused(
+    (g, exposed): (&Graph, &Graph),
+    inputs: &[Tensor],
+    kernel: &str,
+    check: bool,
+    threads: usize,
+) -> (PlanSummary, Vec<Tensor>, Vec<Tensor>) {
+    let opts = options(Some(threads), WeightFormat::F32);
+    let summary = if check {
+        check_against(g, g, inputs, opts)
+    } else {
+        compile(g, opts).plan_summary().clone()
+    };
+    assert_eq!(summary.count(kernel), 1, "{}: {summary}", g.name());
+    let unfused = compile(exposed, opts);
+    assert_eq!(unfused.plan_summary().count(kernel), 0, "{}", unfused.plan_summary());
+    let fused_outputs = compile(g, opts).run(inputs).unwrap();
+    (summary, fused_outputs, unfused.run(inputs).unwrap())
+}
+
+/// [`probabilities`] as a graph output, with the scores also an output when `expose` (so the
+/// product is its own step and the softmax reads it back); `q` and `k` scaled by `scale`.
+fn attention_probabilities(
+    shape: (usize, usize, usize, usize, usize),
+    masked: bool,
+    expose: bool,
+    scale: f32,
+) -> (Graph, Vec<Tensor>) {
+    let (batch, kv, group, t, d) = shape;
+    let mut g = Graph::new("attention_probabilities");
+    let (ids, inputs) = inputs_of(
+        &mut g,
+        &[("q", &[batch, kv, group * t, d]), ("k", &[batch, kv, t, d])],
+        scale,
+    );
+    let (scores, probs) = probabilities(&mut g, (ids[0], ids[1]), shape, masked);
     g.set_output("y", probs).unwrap();
     if expose {
         g.set_output("scores", scores).unwrap();
     }
-    let scaled = |n: usize, seed: u64| values(n, seed).iter().map(|v| v * q_scale).collect::<Vec<f32>>();
-    let inputs = vec![
-        Tensor::f32(q_dims.clone(), scaled(q_dims.iter().product(), 3)),
-        Tensor::f32(k_dims.clone(), values(k_dims.iter().product(), 4)),
-    ];
     (g, inputs)
 }
 
@@ -287,18 +332,9 @@ fn attention_scores_are_computed_inside_their_softmax_with_the_unfused_bits() {
         let (g, inputs) = attention_probabilities(shape, masked, false, q_scale);
         let (exposed, _) = attention_probabilities(shape, masked, true, q_scale);
         for threads in [1, 2] {
-            let opts = options(Some(threads), WeightFormat::F32);
-            let summary = if q_scale == 1.0 {
-                check_against(&g, &g, &inputs, opts)
-            } else {
-                compile(&g, opts).plan_summary().clone()
-            };
-            assert_eq!(summary.count("scores_softmax"), 1, "{shape:?}: {summary}");
+            let (summary, fused, unfused) =
+                fused_and_unfused((&g, &exposed), &inputs, "scores_softmax", q_scale == 1.0, threads);
             assert_eq!(summary.count("gemm") + summary.count("fused_softmax"), 0, "{summary}");
-            let unfused_exe = compile(&exposed, opts);
-            assert_eq!(unfused_exe.plan_summary().count("scores_softmax"), 0);
-            let fused = compile(&g, opts).run(&inputs).unwrap();
-            let unfused = unfused_exe.run(&inputs).unwrap();
             assert_eq!(
                 bits(&fused[0]),
                 bits(&unfused[0]),
@@ -311,25 +347,14 @@ fn attention_scores_are_computed_inside_their_softmax_with_the_unfused_bits() {
 /// The gradient graph of `softmax(q·kᵀ/√d + causal mask)·v` (the models' batched attention, grouped
 /// heads folded into the rows) with respect to `q`, `k` and `v`; with `expose`, `dP = dO·Vᵀ` is also
 /// a graph output, so the backward runs as its unfused steps. Inputs scaled by `scale`.
-fn attention_gradients(
-    (batch, kv, group, t, d): (usize, usize, usize, usize, usize),
-    expose: bool,
-    scale: f32,
-) -> (Graph, Vec<Tensor>) {
+fn attention_gradients(shape: (usize, usize, usize, usize, usize), expose: bool, scale: f32) -> (Graph, Vec<Tensor>) {
+    let (batch, kv, group, t, d) = shape;
     let mut g = Graph::new("attention");
-    let q_dims = vec![batch, kv, group * t, d];
-    let kv_dims = vec![batch, kv, t, d];
-    let q = g.input("q", TensorType::new(DType::F32, q_dims.clone())).unwrap();
-    let k = g.input("k", TensorType::new(DType::F32, kv_dims.clone())).unwrap();
-    let v = g.input("v", TensorType::new(DType::F32, kv_dims.clone())).unwrap();
-    let scores = g.matmul(q, k, false, true).unwrap();
-    let scores = g.reshape(scores, &[batch, kv, group, t, t]).unwrap();
-    let scaled = g.mul_scalar(scores, 1.0 / (d as f32).sqrt()).unwrap();
-    let mask = orion_core::composite::causal_mask(&mut g, t, DType::F32).unwrap();
-    let masked = g.add(scaled, mask).unwrap();
-    let probs = g.softmax(masked, -1).unwrap();
-    let probs = g.reshape(probs, &[batch, kv, group * t, t]).unwrap();
-    let out = g.matmul(probs, v, false, false).unwrap();
+    let (q_dims, kv_dims) = ([batch, kv, group * t, d], [batch, kv, t, d]);
+    let named: [(&str, &[usize]); 3] = [("q", &q_dims), ("k", &kv_dims), ("v", &kv_dims)];
+    let (ids, mut inputs) = inputs_of(&mut g, &named, scale);
+    let (_, probs) = probabilities(&mut g, (ids[0], ids[1]), shape, true);
+    let out = g.matmul(probs, ids[2], false, false).unwrap();
     g.set_output("y", out).unwrap();
     let mut grads = orion_core::autodiff::grad(&g, &["q", "k", "v"], orion_core::autodiff::Seed::Cotangents).unwrap();
     if expose {
@@ -342,16 +367,8 @@ fn attention_gradients(
             .unwrap();
         grads.set_output("dp", dp).unwrap();
     }
-    let scaled = |dims: &Vec<usize>, seed: u64| {
-        let n = dims.iter().product();
-        Tensor::f32(dims.clone(), values(n, seed).iter().map(|x| x * scale).collect())
-    };
-    let inputs = vec![
-        scaled(&q_dims, 5),
-        scaled(&kv_dims, 6),
-        scaled(&kv_dims, 7),
-        scaled(&q_dims, 8),
-    ];
+    let cotangent = values(q_dims.iter().product(), 8).iter().map(|v| v * scale).collect();
+    inputs.push(Tensor::f32(q_dims.to_vec(), cotangent));
     (grads, inputs)
 }
 
@@ -376,17 +393,8 @@ fn attention_backward_runs_as_one_step_with_the_unfused_bits() {
         let (exposed, _) = attention_gradients(shape, true, scale);
         assert_eq!(g.input_value("grad_y").map(|v| g.ty(v).shape.dims().len()), Some(4));
         for threads in [1, 2] {
-            let opts = options(Some(threads), WeightFormat::F32);
-            let summary = if scale == 1.0 {
-                check_against(&g, &g, &inputs, opts)
-            } else {
-                compile(&g, opts).plan_summary().clone()
-            };
-            assert_eq!(summary.count("attention_backward"), 1, "{shape:?}: {summary}");
-            let unfused_exe = compile(&exposed, opts);
-            assert_eq!(unfused_exe.plan_summary().count("attention_backward"), 0);
-            let fused = compile(&g, opts).run(&inputs).unwrap();
-            let unfused = unfused_exe.run(&inputs).unwrap();
+            let (_, fused, unfused) =
+                fused_and_unfused((&g, &exposed), &inputs, "attention_backward", scale == 1.0, threads);
             // Outputs: y, then the gradients of q, k, v. Compared up to the sign of zero.
             for i in 1..4 {
                 assert_eq!(

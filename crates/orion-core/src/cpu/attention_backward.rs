@@ -501,24 +501,21 @@ fn one_batch(
             depth: live,
         };
         multiply(ds_rows, &mut dq[i0 * dq_cols..], dq_cols, rows, (0, dq_cols), false);
-        let p_columns = Factors {
-            a: p_rows,
-            a_row: 1,
-            a_step: n,
-            b: &d_o_values[i0 * dv_cols..],
-            b_row: dv_cols,
-            depth: rows,
-        };
-        multiply(p_columns, dv, dv_cols, live, (0, dv_cols), true);
-        let ds_columns = Factors {
-            a: ds,
-            a_row: 1,
-            a_step: n,
-            b: &queries[i0 * dk_cols..],
-            b_row: dk_cols,
-            depth: rows,
-        };
-        multiply(ds_columns, dk, dk_cols, live, (0, dk_cols), true);
+        // dV[j] += Σ_i P[i, j]·dO[i] and dK[j] += Σ_i dS[i, j]·Q[i] over the block's rows, for j < live.
+        for (weights, rows_of_block, out, cols) in [
+            (p_rows, d_o_values, &mut *dv, dv_cols),
+            (&ds[..], queries, &mut *dk, dk_cols),
+        ] {
+            let columns = Factors {
+                a: weights,
+                a_row: 1,
+                a_step: n,
+                b: &rows_of_block[i0 * cols..],
+                b_row: cols,
+                depth: rows,
+            };
+            multiply(columns, out, cols, live, (0, cols), true);
+        }
     }
 }
 

@@ -30,7 +30,9 @@ pub(crate) struct Factors<'a> {
 }
 
 /// Rows `0..rows` (`out_row` apart) and columns `from..to` of the product into `out`; with
-/// `accumulate` each chain continues from the output's value instead of 0.
+/// `accumulate` each chain continues from the output's value instead of 0. Through the AVX-512
+/// kernel of `gemm_kernel` when the CPU has it (same order of sums, packed operands, about twice
+/// the tiles' speed), else in [`tiles`].
 #[inline(always)]
 pub(crate) fn multiply(
     f: Factors<'_>,
@@ -40,10 +42,46 @@ pub(crate) fn multiply(
     (from, to): (usize, usize),
     accumulate: bool,
 ) {
-    if rows == 0 || from >= to || kernel_product(f, out, out_row, rows, (from, to), accumulate) {
+    if rows == 0 || from >= to {
         return;
     }
-    tiles(f, out, out_row, rows, (from, to), accumulate);
+    let by_kernel = gemm_kernel::available()
+        && f.depth > 0
+        && with_row_major_left(f, rows, |a, lda| match (f.b.get(from..), out.get_mut(from..)) {
+            (Some(b), Some(c)) => {
+                let dims = (rows, to - from, f.depth);
+                let right = RightRows::F32(b);
+                matches!(
+                    gemm_row_major(c, out_row, a, lda, right, f.b_row, dims, accumulate, 1),
+                    Ok(true)
+                )
+            }
+            _ => false,
+        });
+    if !by_kernel {
+        tiles(f, out, out_row, rows, (from, to), accumulate);
+    }
+}
+
+/// Calls `product` with the left factor's `rows × depth` values row-major and their row stride:
+/// in place when its rows are contiguous, else copied (a transposed operand) into a reused buffer.
+#[inline(always)]
+fn with_row_major_left(f: Factors<'_>, rows: usize, product: impl FnOnce(&[f32], usize) -> bool) -> bool {
+    thread_local! {
+        /// A transposed left operand made row-major, reused between calls.
+        static GATHERED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    if f.a_step == 1 {
+        return product(f.a, f.a_row);
+    }
+    let mut gathered = GATHERED.with(|g| std::mem::take(&mut *g.borrow_mut()));
+    gathered.clear();
+    for r in 0..rows {
+        gathered.extend((0..f.depth).map(|t| f.a[r * f.a_row + t * f.a_step]));
+    }
+    let done = product(&gathered, f.depth);
+    GATHERED.with(|g| *g.borrow_mut() = gathered);
+    done
 }
 
 /// [`multiply`] in portable register tiles (without the AVX-512 kernel).
@@ -84,47 +122,6 @@ fn tiles(f: Factors<'_>, out: &mut [f32], out_row: usize, rows: usize, (from, to
         }
         i += tile_rows;
     }
-}
-
-/// The product through the AVX-512 kernel of `gemm_kernel` (same order of sums, packed operands,
-/// about twice these tiles' speed), `a` made row-major first when it is read down its columns.
-/// False when that kernel is unavailable or refuses the shapes (then the tiles compute it).
-#[inline(always)]
-fn kernel_product(
-    f: Factors<'_>,
-    out: &mut [f32],
-    out_row: usize,
-    rows: usize,
-    (from, to): (usize, usize),
-    accumulate: bool,
-) -> bool {
-    if !gemm_kernel::available() || f.depth == 0 {
-        return false;
-    }
-    thread_local! {
-        /// A transposed left operand made row-major, reused between calls.
-        static GATHERED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let mut gathered = GATHERED.with(|g| std::mem::take(&mut *g.borrow_mut()));
-    let (a, lda) = if f.a_step == 1 {
-        (f.a, f.a_row)
-    } else {
-        gathered.clear();
-        for r in 0..rows {
-            gathered.extend((0..f.depth).map(|t| f.a[r * f.a_row + t * f.a_step]));
-        }
-        (gathered.as_slice(), f.depth)
-    };
-    let dims = (rows, to - from, f.depth);
-    let done = match (f.b.get(from..), out.get_mut(from..)) {
-        (Some(b), Some(c)) => matches!(
-            gemm_row_major(c, out_row, a, lda, RightRows::F32(b), f.b_row, dims, accumulate, 1),
-            Ok(true)
-        ),
-        _ => false,
-    };
-    GATHERED.with(|g| *g.borrow_mut() = gathered);
-    done
 }
 
 /// One `TILE_ROWS × W` tile at output row `i`, column `j`, its sums in registers; returns `W`.
