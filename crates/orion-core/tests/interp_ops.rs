@@ -7,18 +7,10 @@ use orion_core::interp::{eval_op, interpret, interpret_all, Precision};
 use orion_core::{BinaryOp, CompareOp, CoreError, DType, Graph, Op, ReduceOp, Tensor, TensorType, UnaryOp};
 use std::sync::Arc;
 
-/// Deterministic pseudo-random values in [-2, 2) (a small LCG; no dependency on the crate's RNG).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
-}
+#[path = "common/cpu.rs"]
+mod cpu;
+
+use cpu::values;
 
 /// Runs one op in f32 precision, expecting success.
 fn run(op: Op, operands: &[&Tensor]) -> Vec<Tensor> {

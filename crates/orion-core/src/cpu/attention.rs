@@ -22,7 +22,7 @@
 //! same products (`tile_product`: each score one chain of fused multiply-adds over the head
 //! dimension, in the `gemm` crate's order), the same
 //! `s·c`, then `+ m` roundings, and the same row softmax over the whole row, whose skipped entries
-//! are exact zeros in both (tests in `tests/cpu_backend.rs` compare the bits).
+//! are exact zeros in both (tests in `tests/cpu_fusion.rs` compare the bits).
 
 use super::elementwise::Instr;
 use super::fusion::Fusion;
@@ -146,7 +146,7 @@ impl Prologue {
             _ => None,
         };
         // The operand pair as (register read by the next step or a scores leaf, the other leaf).
-        let scalar = |v: ValueId| constant_f32(g, v).filter(|c| c.len() == 1).map(|c| c[0]);
+        let scalar = |v: ValueId| scalar_constant(g, v);
         let scaled = |instr: &Instr| -> Option<(usize, f32)> {
             let (a, b) = binary(instr, BinaryOp::Mul)?;
             [(a, b), (b, a)]
@@ -205,6 +205,11 @@ fn constant_f32(g: &Graph, v: ValueId) -> Option<&[f32]> {
         Op::Const { value } if value.dtype() == DType::F32 => value.as_f32(),
         _ => None,
     }
+}
+
+/// The value of a one-element f32 constant.
+pub(crate) fn scalar_constant(g: &Graph, v: ValueId) -> Option<f32> {
+    constant_f32(g, v).filter(|c| c.len() == 1).map(|c| c[0])
 }
 
 /// True when `v` is (a reshape of) a constant or an input-free constant chain.

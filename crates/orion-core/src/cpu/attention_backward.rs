@@ -17,8 +17,9 @@
 //! product is one fused multiply-add chain per element in the `gemm` crate's order (`tile_product`;
 //! `dV` and `dK` continue their chains block after block, rows in order), `r` is summed by the
 //! reduction's own routine, and `dS` rounds as the fused group does (tests in
-//! `tests/cpu_backend.rs` compare the bits with the unfused steps).
+//! `tests/cpu_fusion.rs` compare the bits with the unfused steps).
 
+use super::attention::scalar_constant;
 use super::elementwise::Instr;
 use super::fusion::{FusedGroup, Fusion};
 use super::lower::{lower, Kernel};
@@ -160,14 +161,6 @@ fn product_plan(g: &Graph, index: usize, transposes: (bool, bool)) -> Option<Mat
     }
 }
 
-/// The scalar f32 constant `v` holds.
-fn scalar(g: &Graph, v: ValueId) -> Option<f32> {
-    match &g.producer(v).op {
-        Op::Const { value } if value.dtype() == DType::F32 && value.numel() == 1 => value.as_f32().map(|x| x[0]),
-        _ => None,
-    }
-}
-
 /// Finds every attention backward (see the module header) in `g`.
 pub(crate) fn plan_attention_backward(g: &Graph, fusion: &Fusion) -> BackwardFusion {
     let nodes = g.nodes();
@@ -204,7 +197,7 @@ fn match_at(g: &Graph, fusion: &Fusion, uses: &[usize], index: usize) -> Option<
     let (scale, weighted) = ds_expr
         .operands(BinaryOp::Mul)
         .into_iter()
-        .find_map(|(x, c)| Some((scalar(g, c.leaf()?)?, x)))?;
+        .find_map(|(x, c)| Some((scalar_constant(g, c.leaf()?)?, x)))?;
     let (p, dp, r) = weighted.operands(BinaryOp::Mul).into_iter().find_map(|(p, diff)| {
         let (dp, r) = diff.operands(BinaryOp::Sub).first().copied()?;
         Some((p.leaf()?, dp.leaf()?, r.leaf()?))
