@@ -212,7 +212,17 @@ fn few_row_products_with_transposed_weights_match_in_both_orientations() {
     for (m, k, n) in [(2, 3, 5), (128, 300, 200), (300, 64, 96)] {
         let (g, inputs) = linear_graph(m, k, n, false);
         let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
-        assert_eq!(summary.kernels, vec!["gemm"], "m={m}");
+        assert_eq!(summary.kernels, vec![packed_or_gemm()], "m={m}");
+    }
+}
+
+/// The kernel of a multi-row product with a constant f32 weight read transposed: packed where the
+/// CPU runs the AVX-512 kernel.
+fn packed_or_gemm() -> &'static str {
+    if orion_core::cpu::kernels::avx512_gemm_available() {
+        "gemm_packed"
+    } else {
+        "gemm"
     }
 }
 
@@ -221,15 +231,24 @@ fn weights_read_only_as_transposed_right_operands_of_multi_row_products_are_stor
     for (m, k, n) in [(2, 3, 5), (37, 70, 33), (128, 300, 200)] {
         let (g, inputs) = linear_graph(m, k, n, false);
         let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
+        let packed = usize::from(orion_core::cpu::kernels::avx512_gemm_available());
         assert_eq!(
-            (summary.kernels.clone(), summary.transposed_weights),
-            (vec!["gemm"], 1),
+            (
+                summary.kernels.clone(),
+                summary.transposed_weights,
+                summary.packed_weights
+            ),
+            (vec![packed_or_gemm()], 1, packed),
             "m={m}"
         );
         // Half weights are stored transposed too (and still match the rounded reference).
         let (g, inputs) = linear_graph(m, k, n, true);
         let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F16));
-        assert_eq!((summary.transposed_weights, summary.half_weights), (1, 1), "m={m}");
+        assert_eq!(
+            (summary.transposed_weights, summary.half_weights, summary.packed_weights),
+            (1, 1, 0),
+            "m={m}"
+        );
     }
     // Single-row products (the matrix-vector kernel) keep the stored layout.
     let (g, inputs) = linear_graph(1, 64, 48, false);
@@ -243,6 +262,42 @@ fn weights_read_only_as_transposed_right_operands_of_multi_row_products_are_stor
     g.set_output("z", z).unwrap();
     let inputs = vec![Tensor::f32([6, 8], values(48, 6))];
     assert_eq!(check(&g, &inputs).transposed_weights, 0);
+}
+
+#[test]
+fn packed_weights_serve_batched_and_transposed_left_operands_and_are_shared_between_plans() {
+    let scale = 1.0 / 300f32.sqrt();
+    let w = Tensor::f32([70, 300], values(70 * 300, 31).iter().map(|v| v * scale).collect());
+    let build = |batch: usize, transpose_a: bool| {
+        let mut g = Graph::new("batched_linear");
+        let x_dims = if transpose_a {
+            [batch, 300, 13]
+        } else {
+            [batch, 13, 300]
+        };
+        let x = g.input("x", TensorType::new(DType::F32, x_dims)).unwrap();
+        let w = g.constant(w.clone()).unwrap();
+        let y = g.matmul(x, w, transpose_a, true).unwrap();
+        g.set_output("y", y).unwrap();
+        (g, vec![Tensor::f32(x_dims, values(batch * 13 * 300, 32))])
+    };
+    for (batch, transpose_a) in [(1, false), (3, false), (2, true)] {
+        let (g, inputs) = build(batch, transpose_a);
+        let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
+        assert_eq!(
+            summary.kernels,
+            vec![packed_or_gemm()],
+            "batch {batch}, transpose_a {transpose_a}"
+        );
+    }
+    // Two plans of one weight share its packing (as a generator's prefill programs of two lengths
+    // do): the first product of the batch of three is the single product's.
+    let (g1, in1) = build(1, false);
+    let (g3, in3) = build(3, false);
+    let (e1, e3) = (compile(&g1, CpuOptions::default()), compile(&g3, CpuOptions::default()));
+    let y1 = e1.run(&in1).unwrap();
+    let y3 = e3.run(&in3).unwrap();
+    assert_eq!(y1[0].as_f32().unwrap(), &y3[0].as_f32().unwrap()[..13 * 70]);
 }
 
 #[test]

@@ -466,6 +466,7 @@ mod tests {
                 b: Layout { rs: 1, cs: d },
                 batches: vec![(0, 0)],
                 method: Method::Gemm,
+                packed: None,
             },
             scale: Some(0.5),
             mask: Some(MaskPlan::new(Arc::from(mask), t, block_rows)),

@@ -30,6 +30,10 @@ pub(crate) fn view<'a>(plan: &'a Plan, operand: &Operand, inputs: &'a [Tensor], 
         Loc::Const(c) => match plan.consts.get(c).ok_or_else(short)? {
             ConstData::Tensor(t) => tensor_view(t, n).ok_or_else(short),
             ConstData::Half(h) => h.get(..n).map(View::Half).ok_or_else(short),
+            ConstData::Packed(_) => Err(exec_error(
+                "plan",
+                "cpu backend: a packed weight read by a step other than its product".into(),
+            )),
         },
         Loc::Slot(s) => match arena.get(s).ok_or_else(short)? {
             Buf::Float(v) => v.get(..n).map(View::Float).ok_or_else(short),
@@ -131,6 +135,9 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
                 out_slice(dv, numel(2), op)?,
             );
             run_attention_backward(p, &inputs, outputs, threads)?
+        }
+        Kernel::MatMul(p) if p.method == matmul::Method::PackedRight => {
+            matmul::run_packed(p, operand(0)?, out_slice(&mut outs[0], first.numel, op)?, threads)?
         }
         Kernel::MatMul(p) => matmul::run(
             p,

@@ -1,38 +1,47 @@
-//! The AVX-512 f32 GEMM of the CPU backend for products with few rows and row-major operands:
-//! `C = A · B` (or `C += A · B`) with `A [m, k]`, `B [k, n]` and `C [m, n]` each stored with
-//! contiguous rows (`lda`, `ldb`, `ldc` elements apart), `B` in f32 or half precision (converted
-//! to f32 while it is packed).
+//! The AVX-512 f32 GEMM of the CPU backend for products with row-major destinations:
+//! `C = A · B` (or `C += A · B`) with `C [m, n]` stored with contiguous rows, and `B [k, n]` either
+//! row-major (f32 or half precision, converted to f32 while it is packed) or packed beforehand
+//! ([`PackedRight`]: a constant weight, packed once when its plan is built).
 //!
-//! Prefill with a short prompt multiplies a few rows by every weight matrix (stored `[k, n]`):
-//! there the work is bound by streaming the weights once, and the `gemm` crate ran 16-row products
-//! at 26–60 GFLOP/s. Here: for each block of `KC` contraction steps and `NC` columns, the block of
-//! `B` is copied once into 32-column strips (64-byte aligned, zero-padded; half values converted on
-//! the way), the block of `A` into panels of `MR` rows; a micro-kernel keeps an `MR × 32` tile of
-//! `C` in 24 vector registers, broadcasting one `A` value per row and loading two `B` vectors per
-//! step. Work is split across rayon tasks by column ranges when `A` is the smaller operand (each
-//! task streams its own part of `B`) and by row blocks otherwise. Measured with both threads
-//! (criterion bench `small_row_gemm`, GPT-2 weight shapes read from memory): 1.7–2× the `gemm`
-//! crate at 16–64 rows, about even at 128 and slower from there on (the crate's micro-kernel
-//! reaches about 180 GFLOP/s per core on large products, this one about 155), so the backend uses
-//! it below 128 rows only.
+//! Prefill multiplies a prompt's rows by every weight matrix. There the `gemm` crate packs each
+//! weight again on every call, and ran 16-row products at 26–60 GFLOP/s. Here: for each block of
+//! `KC` contraction steps and `NC` columns, the block of `B` is copied once into 32-column strips
+//! (64-byte aligned, zero-padded) — or, packed beforehand, read where it lies — and the block of
+//! `A` into panels of `MR` rows; a micro-kernel keeps an `MR × 32` tile of `C` in 24 vector
+//! registers, broadcasting one `A` value per row and loading two `B` vectors per step. While the
+//! first panel runs over a packed strip, the kernel prefetches the next strip (the hardware
+//! prefetcher stops at page edges), and each tile prefetches the next tile's destination. Work is
+//! split across rayon tasks by column ranges when `A` is the smaller operand (each task streams
+//! its own part of `B`) and by row blocks otherwise.
 //!
-//! Unsafe: the micro-kernels use raw pointers and AVX-512 intrinsics. [`gemm_row_major`] checks,
-//! before any kernel runs, that every element reachable from the given dimensions and leading
-//! dimensions lies inside the slices, and that rows of `C` do not overlap; tasks write disjoint
-//! parts of `C` (distinct rows, or distinct columns of the same rows). The kernels run only after
-//! `is_x86_feature_detected!` confirmed AVX-512F and F16C.
+//! Measured with both threads, GPT-2 weight shapes streamed from memory: row-major `B` (criterion
+//! bench `small_row_gemm`) 1.7–2× the `gemm` crate at 16–64 rows, about even at 128 and slower from
+//! there on, so the backend uses it below 128 rows only. Packed `B` (`orion bench inference`,
+//! interleaved with the previous build): GPT-2 prefill of 64 tokens 82–86 → 59–63 ms, of 128 tokens
+//! unchanged (101–106 ms; the crate's micro-kernel reaches about 91 % of the f32 peak on large
+//! products, this one about 85 %, which cancels the saved packing at 128 rows).
+//!
+//! Unsafe: the micro-kernels use raw pointers and AVX-512 intrinsics. [`gemm_row_major`] and
+//! [`gemm_packed`] check, before any kernel runs, that every element reachable from the given
+//! dimensions and strides lies inside the slices, and that rows of `C` do not overlap; a
+//! [`PackedRight`] holds exactly the strips of its `(k, n)`, which the product must match; tasks
+//! write disjoint parts of `C` (distinct rows, or distinct columns of the same rows). Prefetches
+//! may name any address (they never fault). The kernels run only after `is_x86_feature_detected!`
+//! confirmed AVX-512F and F16C.
 //!
 //! Invariants: each element of `C` is summed over p in increasing order, one f32 fused
 //! multiply-add per step (within `Tolerance::F32` of the interpreter's sequential sums); results
-//! do not depend on the thread count (every split assigns whole elements, each computed in the
-//! same order). On CPUs without AVX-512, and off x86-64, [`gemm_row_major`] returns `Ok(false)`
-//! and the caller uses the `gemm` crate.
+//! do not depend on the thread count, nor on whether `B` was packed beforehand (every split
+//! assigns whole elements, each computed in the same order). On CPUs without AVX-512, and off
+//! x86-64, [`gemm_row_major`] and [`gemm_packed`] return `Ok(false)`; the backend then packs no
+//! weights and uses the `gemm` crate.
 #![allow(unsafe_code)]
 
 use crate::error::Result;
 use crate::interp::exec_error;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
 
 /// 16-lane vectors per row of a micro-kernel tile.
 const VECS: usize = 2;
@@ -84,7 +93,7 @@ fn aligned_mut(buffer: &mut [f32]) -> &mut [f32] {
 
 /// True when this CPU runs the kernels of this module (for f32 right operands; half ones also
 /// need F16C, which every AVX-512 CPU has, checked anyway).
-pub(crate) fn available() -> bool {
+pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("f16c")
@@ -113,20 +122,77 @@ pub(crate) fn gemm_row_major(
     accumulate: bool,
     threads: usize,
 ) -> Result<bool> {
+    if m > 0 && n > 0 && k > 0 && (lda < k || !b.fits((k, n), ldb)) {
+        return Err(shape_error("operand too small or rows overlapping", (m, n, k)));
+    }
+    let left = Left { a, rs: lda, cs: 1 };
+    multiply(c, ldc, left, Right::Rows(b, ldb), (m, n, k), accumulate, threads)
+}
+
+/// `C = A · B` (`C += A · B` when `accumulate`) for `A [m, k]` with element (i, p) at
+/// `a[i·rs + p·cs]`, a right operand packed beforehand ([`PackedRight`], which gives `k` and `n`)
+/// and row-major `C [m, n]` (`ldc`), on up to `threads` rayon tasks. Returns `Ok(false)` without
+/// touching `C` when the CPU lacks AVX-512.
+///
+/// Errors when a slice is too short for the dimensions or rows of `C` overlap.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_packed(
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    (rs, cs): (usize, usize),
+    b: &PackedRight,
+    m: usize,
+    accumulate: bool,
+    threads: usize,
+) -> Result<bool> {
+    let (k, n) = (b.k, b.n);
+    multiply(
+        c,
+        ldc,
+        Left { a, rs, cs },
+        Right::Packed(b),
+        (m, n, k),
+        accumulate,
+        threads,
+    )
+}
+
+/// The error for a product whose operands do not fit its dimensions.
+fn shape_error(what: &str, (m, n, k): (usize, usize, usize)) -> crate::error::CoreError {
+    exec_error(
+        "matmul",
+        format!("cpu backend: gemm kernel {what} for [{m},{k}]·[{k},{n}]"),
+    )
+}
+
+/// The left operand: element (i, p) at `a[i·rs + p·cs]`.
+#[derive(Clone, Copy)]
+struct Left<'a> {
+    a: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+/// Checks the destination and the left operand, then runs the product on up to `threads` tasks.
+/// (The right operand was checked by the caller: [`RightRows::fits`], or by packing.)
+fn multiply(
+    c: &mut [f32],
+    ldc: usize,
+    left: Left<'_>,
+    b: Right<'_>,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) -> Result<bool> {
     if !available() {
         return Ok(false);
     }
     if m == 0 || n == 0 {
         return Ok(true);
     }
-    let bad = |what: &str| {
-        exec_error(
-            "matmul",
-            format!("cpu backend: gemm kernel {what} for [{m},{k}]·[{k},{n}]"),
-        )
-    };
     if ldc < n || (m - 1) * ldc + n > c.len() {
-        return Err(bad("destination too small or rows overlapping"));
+        return Err(shape_error("destination too small or rows overlapping", (m, n, k)));
     }
     if k == 0 {
         if !accumulate {
@@ -134,11 +200,8 @@ pub(crate) fn gemm_row_major(
         }
         return Ok(true);
     }
-    if lda < k || (m - 1) * lda + k > a.len() {
-        return Err(bad("left operand too small"));
-    }
-    if !b.fits((k, n), ldb) {
-        return Err(bad("right operand too small"));
+    if (m - 1) * left.rs + (k - 1) * left.cs >= left.a.len() {
+        return Err(shape_error("left operand too small", (m, n, k)));
     }
     let tasks = if threads > 1 && m * n * k >= PAR_MIN_WORK {
         threads
@@ -146,10 +209,9 @@ pub(crate) fn gemm_row_major(
         1
     };
     let product = Product {
-        a: a.as_ptr(),
-        lda,
+        a: left.a.as_ptr(),
+        a_strides: (left.rs, left.cs),
         b,
-        ldb,
         c: CPtr(c.as_mut_ptr()),
         ldc,
         k,
@@ -186,20 +248,98 @@ pub(crate) fn gemm_row_major(
     Ok(true)
 }
 
+/// A right operand `B [k, n]` copied once into the strips the micro-kernel reads (a constant
+/// weight, packed when its plan is built, so products with it pack only their left operand).
+/// For each block of `KC` contraction steps from `p0` (the last block `kc ≤ KC` steps), the
+/// strips of `NR` columns follow one another, strip `s` holding its `kc` rows of `NR` values
+/// (columns past `n` zero) at `p0·strips·NR + s·kc·NR` from the first 64-byte boundary.
+pub(crate) struct PackedRight {
+    k: usize,
+    n: usize,
+    /// The strips, from the first 64-byte boundary (`LINE` spare elements).
+    values: Vec<f32>,
+}
+
+impl std::fmt::Debug for PackedRight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedRight [{}, {}]", self.k, self.n)
+    }
+}
+
+impl PackedRight {
+    /// Packs `B [k, n]` whose element (p, j) is `src[p·rs + j·cs]`, on the rayon pool.
+    ///
+    /// Errors when `src` is too short for the dimensions, or a dimension is zero.
+    pub(crate) fn pack(src: &[f32], (rs, cs): (usize, usize), (k, n): (usize, usize)) -> Result<PackedRight> {
+        if k == 0 || n == 0 || (k - 1) * rs + (n - 1) * cs >= src.len() {
+            return Err(exec_error(
+                "plan",
+                format!(
+                    "cpu backend: packing a [{k}, {n}] right operand from {} values",
+                    src.len()
+                ),
+            ));
+        }
+        let strips = n.div_ceil(NR);
+        let mut values = vec![0.0f32; k * strips * NR + LINE];
+        let packed = aligned_mut(&mut values);
+        for (block, p0) in packed.chunks_mut(KC * strips * NR).zip((0..k).step_by(KC)) {
+            let kc = KC.min(k - p0);
+            block[..kc * strips * NR]
+                .par_chunks_mut(kc * NR)
+                .enumerate()
+                .for_each(|(s, strip)| {
+                    for (jj, j) in (s * NR..n.min((s + 1) * NR)).enumerate() {
+                        for (p, dst) in strip.iter_mut().skip(jj).step_by(NR).enumerate() {
+                            *dst = src[(p0 + p) * rs + j * cs];
+                        }
+                    }
+                });
+        }
+        Ok(PackedRight { k, n, values })
+    }
+
+    /// The operand's `(k, n)`.
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The first strip of the block at `p0` that holds column `j` (`p0 < k` a multiple of `KC`,
+    /// `j < n` a multiple of `NR`).
+    ///
+    /// # Safety
+    /// `p0` and `j` are as stated, so the offset lies inside `values`.
+    unsafe fn strips_from(&self, p0: usize, j: usize) -> *const f32 {
+        let kc = KC.min(self.k - p0);
+        aligned(&self.values)
+            .as_ptr()
+            .add(p0 * self.n.div_ceil(NR) * NR + (j / NR) * kc * NR)
+    }
+}
+
 /// The destination pointer, shared by tasks that write disjoint elements.
 #[derive(Clone, Copy)]
 struct CPtr(*mut f32);
-// SAFETY: tasks given a `CPtr` write pairwise disjoint elements (see `gemm_row_major`), and the
+// SAFETY: tasks given a `CPtr` write pairwise disjoint elements (see `multiply`), and the
 // destination slice outlives the scope the tasks run in.
 unsafe impl Send for CPtr {}
 unsafe impl Sync for CPtr {}
 
+/// Where the strips of the right operand come from.
+#[derive(Clone, Copy)]
+enum Right<'a> {
+    /// Row-major rows `ldb` apart, packed block by block during the product.
+    Rows(RightRows<'a>, usize),
+    /// Packed beforehand.
+    Packed(&'a PackedRight),
+}
+
 /// One checked product, as raw parts shared by its tasks.
 struct Product<'a> {
     a: *const f32,
-    lda: usize,
-    b: RightRows<'a>,
-    ldb: usize,
+    /// Element (i, p) of `A` at `a + i·rs + p·cs`.
+    a_strides: (usize, usize),
+    b: Right<'a>,
     c: CPtr,
     ldc: usize,
     k: usize,
@@ -223,30 +363,60 @@ thread_local! {
 
 impl Product<'_> {
     /// Computes `C[rows, cols]`: for each block of `NC` columns and `KC` contraction steps, packs
-    /// that block of `B` into 32-column strips (contiguous, zero-padded); then for each block of
-    /// `MC` rows packs that block of `A` into panels of `MR` rows and runs the tiles of every
-    /// panel over every strip.
+    /// that block of `B` into 32-column strips (contiguous, zero-padded) unless it was packed
+    /// beforehand; then for each block of `MC` rows packs that block of `A` into panels of `MR`
+    /// rows and runs the tiles of every panel over every strip.
     ///
     /// # Safety
-    /// The caller checked the bounds of the whole product (`gemm_row_major`) and that AVX-512F and
-    /// F16C are available; no other task writes `C[rows, cols]` concurrently.
+    /// The caller checked the bounds of the whole product (`multiply`) and that AVX-512F and
+    /// F16C are available; `j0` is a multiple of `NR`; no other task writes `C[rows, cols]`
+    /// concurrently.
     unsafe fn run(&self, (i0, i1): (usize, usize), (j0, j1): (usize, usize)) {
         let mut packed = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
-        packed.b.resize(KC * NC + LINE, 0.0);
+        if let Right::Rows(..) = self.b {
+            packed.b.resize(KC * NC + LINE, 0.0);
+        }
         packed.a.resize(KC * MC + LINE, 0.0);
-        for jc in (j0..j1).step_by(NC) {
-            let nc = NC.min(j1 - jc);
+        // A packed operand is not copied per block, so its columns need no blocking: each block
+        // of `A` is then packed once per contraction block.
+        let column_block = match self.b {
+            Right::Rows(..) => NC,
+            Right::Packed(_) => (j1 - j0).max(1),
+        };
+        for jc in (j0..j1).step_by(column_block) {
+            let nc = column_block.min(j1 - jc);
             for p0 in (0..self.k).step_by(KC) {
                 let kc = KC.min(self.k - p0);
-                self.pack_right((p0, kc), (jc, nc), aligned_mut(&mut packed.b));
+                let strips = match self.b {
+                    Right::Rows(rows, ldb) => {
+                        pack_right(rows, ldb, (p0, kc), (jc, nc), aligned_mut(&mut packed.b));
+                        aligned(&packed.b).as_ptr()
+                    }
+                    Right::Packed(b) => b.strips_from(p0, jc),
+                };
                 let accumulate = self.accumulate || p0 > 0;
                 for r0 in (i0..i1).step_by(MC) {
                     let r1 = (r0 + MC).min(i1);
                     self.pack_left((r0, r1), (p0, kc), aligned_mut(&mut packed.a));
-                    for s in 0..nc.div_ceil(NR) {
+                    let strip_count = nc.div_ceil(NR);
+                    for s in 0..strip_count {
                         let j = jc + s * NR;
-                        let strip = aligned(&packed.b).as_ptr().add(s * KC * NR);
+                        let strip = strips.add(s * kc * NR);
+                        // While the first panel runs over a packed strip, the next strip in memory
+                        // is fetched into cache (the hardware prefetcher stops at page edges).
+                        let mut next = match self.b {
+                            Right::Packed(_) => strip.wrapping_add(kc * NR),
+                            Right::Rows(..) => std::ptr::null(),
+                        };
                         for (panel, r) in aligned(&packed.a).chunks_exact(KC * MR).zip((r0..r1).step_by(MR)) {
+                            // The destination of the tile after this one, fetched meanwhile.
+                            let next_c = if r + MR < r1 {
+                                self.c.0.wrapping_add((r + MR) * self.ldc + j)
+                            } else if s + 1 < strip_count {
+                                self.c.0.wrapping_add(r0 * self.ldc + j + NR)
+                            } else {
+                                std::ptr::null_mut()
+                            };
                             let tile = Tile {
                                 rows: MR.min(r1 - r),
                                 kc,
@@ -255,8 +425,11 @@ impl Product<'_> {
                                 ldc: self.ldc,
                                 masks: masks(NR.min(jc + nc - j)),
                                 accumulate,
+                                prefetch: next,
+                                next_c,
                             };
                             tile.run(strip);
+                            next = std::ptr::null();
                         }
                     }
                 }
@@ -265,35 +438,42 @@ impl Product<'_> {
         PACKED.with(|p| *p.borrow_mut() = packed);
     }
 
-    /// Copies `B[p0..p0 + kc, jc..jc + nc]` into `packed` as strips of `NR` columns: strip `s`
-    /// holds its `kc` rows of `NR` values contiguously from `s·KC·NR`, columns past `nc` zero.
-    fn pack_right(&self, (p0, kc): (usize, usize), (jc, nc): (usize, usize), packed: &mut [f32]) {
-        for (s, strip) in packed.chunks_exact_mut(KC * NR).take(nc.div_ceil(NR)).enumerate() {
-            let (j, width) = (jc + s * NR, NR.min(nc - s * NR));
-            for (p, dst) in strip.chunks_exact_mut(NR).take(kc).enumerate() {
-                let from = (p0 + p) * self.ldb + j;
-                match self.b {
-                    RightRows::F32(b) => dst[..width].copy_from_slice(&b[from..from + width]),
-                    RightRows::F16(b) => b[from..from + width].convert_to_f32_slice(&mut dst[..width]),
-                }
-                dst[width..].fill(0.0);
-            }
-        }
-    }
-
     /// Copies `A[r0..r1, p0..p0 + kc]` into `packed` as panels of `MR` rows: panel `t` holds, from
     /// `t·KC·MR`, step p's `MR` values at `p·MR` (rows past `r1` left as they are: never stored).
     ///
     /// # Safety
     /// `A[r0..r1, p0..p0 + kc]` lies inside the checked left operand.
     unsafe fn pack_left(&self, (r0, r1): (usize, usize), (p0, kc): (usize, usize), packed: &mut [f32]) {
+        let (rs, cs) = self.a_strides;
         for (panel, r) in packed.chunks_exact_mut(KC * MR).zip((r0..r1).step_by(MR)) {
             for i in 0..MR.min(r1 - r) {
-                let row = std::slice::from_raw_parts(self.a.add((r + i) * self.lda + p0), kc);
-                for (p, &v) in row.iter().enumerate() {
-                    panel[p * MR + i] = v;
+                let row = self.a.add((r + i) * rs + p0 * cs);
+                if cs == 1 {
+                    for (p, &v) in std::slice::from_raw_parts(row, kc).iter().enumerate() {
+                        panel[p * MR + i] = v;
+                    }
+                } else {
+                    for p in 0..kc {
+                        panel[p * MR + i] = *row.add(p * cs);
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Copies `B[p0..p0 + kc, jc..jc + nc]` into `packed` as strips of `NR` columns: strip `s` holds
+/// its `kc` rows of `NR` values contiguously from `s·kc·NR`, columns past `nc` zero.
+fn pack_right(b: RightRows<'_>, ldb: usize, (p0, kc): (usize, usize), (jc, nc): (usize, usize), packed: &mut [f32]) {
+    for (s, strip) in packed.chunks_exact_mut(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+        let (j, width) = (jc + s * NR, NR.min(nc - s * NR));
+        for (p, dst) in strip.chunks_exact_mut(NR).take(kc).enumerate() {
+            let from = (p0 + p) * ldb + j;
+            match b {
+                RightRows::F32(b) => dst[..width].copy_from_slice(&b[from..from + width]),
+                RightRows::F16(b) => b[from..from + width].convert_to_f32_slice(&mut dst[..width]),
+            }
+            dst[width..].fill(0.0);
         }
     }
 }
@@ -322,6 +502,11 @@ struct Tile {
     ldc: usize,
     masks: [u16; VECS],
     accumulate: bool,
+    /// When not null: `kc` rows of `NR` values to prefetch, one row per step (never read).
+    prefetch: *const f32,
+    /// When not null: the next tile's destination (`MR` rows `ldc` apart), prefetched during the
+    /// first `2·MR` steps, one cache line per step (never read here).
+    next_c: *mut f32,
 }
 
 impl Tile {
@@ -369,6 +554,15 @@ unsafe fn tile<const R: usize>(t: &Tile, strip: *const f32) {
         }
     }
     for p in 0..t.kc {
+        if !t.prefetch.is_null() {
+            // Prefetching never faults, whatever the address.
+            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add(p * NR).cast());
+            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add(p * NR + 16).cast());
+        }
+        if !t.next_c.is_null() && p < 2 * MR {
+            let line = t.next_c.wrapping_add((p / 2) * t.ldc + (p % 2) * 16);
+            _mm_prefetch::<_MM_HINT_T0>(line.cast_const().cast());
+        }
         let row = strip.add(p * NR);
         let b: [__m512; VECS] = std::array::from_fn(|v| _mm512_load_ps(row.add(v * 16)));
         for (i, acc_row) in acc.iter_mut().enumerate() {
@@ -518,5 +712,68 @@ mod tests {
         assert!(gemm_row_major(&mut c, 2, &a, 4, RightRows::F32(&b), 3, (3, 3, 4), false, 1).is_err());
         // B needs 5 rows of 3.
         assert!(gemm_row_major(&mut c, 3, &a, 4, RightRows::F32(&b), 3, (2, 3, 5), false, 1).is_err());
+    }
+
+    /// Packed right operands give the row-major kernel's bits (same order of fused
+    /// multiply-adds) and match an f64 loop, with row-major and transposed left operands,
+    /// accumulating or not, on one and two tasks, across tile, strip and block edges.
+    #[test]
+    fn packed_products_match_the_row_major_kernel_and_a_plain_loop() {
+        if !available() {
+            return;
+        }
+        for &(m, n, k) in &[(1, 1, 1), (5, 45, 3), (13, 70, 300), (150, 33, 257), (30, 200, 520)] {
+            let b = values(k * n, 8);
+            let packed = PackedRight::pack(&b, (n, 1), (k, n)).unwrap();
+            assert_eq!(packed.dims(), (k, n));
+            // B read through the transpose of a stored [n, k] matrix packs to the same strips.
+            let stored_t: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let packed_t = PackedRight::pack(&stored_t, (1, k), (k, n)).unwrap();
+            let a = values(m * k, 9);
+            let a_t: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let expected = reference(&a, k, &b, n, (m, n, k));
+            for threads in [1, 2] {
+                for accumulate in [false, true] {
+                    let start = values(m * n, 10);
+                    let mut want = start.clone();
+                    let right = RightRows::F32(&b);
+                    assert!(gemm_row_major(&mut want, n, &a, k, right, n, (m, n, k), accumulate, threads).unwrap());
+                    for (left, strides, right) in [(&a, (k, 1), &packed), (&a_t, (1, m), &packed_t)] {
+                        let mut got = start.clone();
+                        assert!(gemm_packed(&mut got, n, left, strides, right, m, accumulate, threads).unwrap());
+                        assert_eq!(got, want, "{m}x{n}x{k}, strides {strides:?}, {threads} task(s)");
+                    }
+                    for (i, (got, e)) in want.iter().zip(&expected).enumerate() {
+                        let e = e + if accumulate { start[i] as f64 } else { 0.0 };
+                        let tol = 1e-5 * (k as f64).sqrt() * (1.0 + e.abs());
+                        assert!((*got as f64 - e).abs() <= tol, "{m}x{n}x{k} [{i}]: {got} vs {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_and_packed_products_refuse_operands_that_do_not_fit() {
+        if !available() {
+            return;
+        }
+        let b = vec![1.0f32; 12];
+        assert!(PackedRight::pack(&b, (3, 1), (4, 3)).is_ok());
+        assert!(PackedRight::pack(&b, (3, 1), (5, 3)).is_err());
+        assert!(PackedRight::pack(&b, (3, 1), (0, 3)).is_err());
+        assert!(PackedRight::pack(&b, (1, 4), (4, 4)).is_err());
+        let packed = PackedRight::pack(&b, (3, 1), (4, 3)).unwrap();
+        let a = vec![1.0f32; 8];
+        let mut c = vec![0.0f32; 6];
+        // [2, 4]·[4, 3] fits.
+        assert!(gemm_packed(&mut c, 3, &a, (4, 1), &packed, 2, false, 1).unwrap());
+        assert_eq!(c, [4.0; 6]);
+        // Three rows of A need 12 elements; of C, 9.
+        assert!(gemm_packed(&mut c, 3, &a, (4, 1), &packed, 3, false, 1).is_err());
+        let long_a = vec![1.0f32; 12];
+        assert!(gemm_packed(&mut c, 3, &long_a, (4, 1), &packed, 3, false, 1).is_err());
+        // Rows of C closer than n overlap.
+        assert!(gemm_packed(&mut c, 2, &a, (4, 1), &packed, 2, false, 1).is_err());
     }
 }

@@ -38,7 +38,7 @@ pub(crate) enum Kernel {
     ScoresSoftmax(ScoresSoftmaxPlan),
     /// Attention's backward from `dO` to `dQ`, `dK`, `dV` (products, row sums and the softmax
     /// backward in one step; zero probabilities skipped), see [`super::attention_backward`].
-    AttentionBackward(AttentionBackwardPlan),
+    AttentionBackward(Box<AttentionBackwardPlan>),
     MatMul(MatMulPlan),
     IntBinary {
         op: BinaryOp,
@@ -83,6 +83,7 @@ impl Kernel {
                 Method::RowCombination => "row_combination",
                 Method::SplitColumns | Method::SplitRows => "gemm_split",
                 Method::Ordered => "matmul_ordered",
+                Method::PackedRight => "gemm_packed",
             },
             Kernel::IntBinary { .. } => "int_binary",
             Kernel::Compare { .. } => "compare",
@@ -246,6 +247,7 @@ fn conv1x1_plan(g: &Graph, node: &Node) -> MatMulPlan {
             (Layout::of(cin, false), Layout::of(s, false)),
             half_result,
         ),
+        packed: None,
     }
 }
 
@@ -273,5 +275,6 @@ fn matmul_plan(g: &Graph, node: &Node, ta: bool, tb: bool) -> MatMulPlan {
             .map(|(&i, &j)| (i * m * k, j * k * n))
             .collect(),
         method: MatMulPlan::choose_method(m, n, k, (a, b), g.ty(node.outputs[0]).dtype == DType::F16),
+        packed: None,
     }
 }

@@ -12,7 +12,9 @@
 //! fewer than `KERNEL_MAX_ROWS` rows and contiguous rows in both operands and the destination
 //! (prefill of a short prompt against weights stored `[k, n]`) go to the AVX-512 kernel of
 //! [`super::gemm_kernel`], which also takes half-precision weights without a whole-matrix
-//! conversion.
+//! conversion. Products whose right operand is a constant f32 weight packed when the plan was
+//! built ([`Method::PackedRight`]) always go to that kernel, which then packs only the left
+//! operand ([`run_packed`]).
 //!
 //! Unsafe: the `gemm` entry point takes raw pointers and strides; [`gemm_checked`] holds the only
 //! unsafe block and checks, before the call, that every element the call can touch lies inside
@@ -24,7 +26,7 @@
 //! order (within `Tolerance::F32` of the interpreter's sequential sums).
 #![allow(unsafe_code)]
 
-use super::gemm_kernel::{gemm_row_major, RightRows};
+use super::gemm_kernel::{gemm_packed, gemm_row_major, PackedRight, RightRows};
 use super::gemv::{gemv, MatrixRows};
 use super::storage::{kind_error, View};
 use crate::error::Result;
@@ -34,6 +36,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Multiply-adds from which `gemm` is given more than one thread.
 const GEMM_PAR_MIN_WORK: usize = 1 << 18;
@@ -275,6 +278,9 @@ pub(crate) enum Method {
     SplitColumns,
     /// `n == 1`: output rows split across rayon tasks, one `gemm` call each.
     SplitRows,
+    /// The right operand is a constant packed when the plan was built ([`MatMulPlan::packed`]):
+    /// the AVX-512 kernel of [`super::gemm_kernel`], which then packs only the left operand.
+    PackedRight,
     /// The interpreter's summation order (for each output, p = 0, 1, .. in one f32 accumulator),
     /// vectorised across output columns. Used for F16 results, which are rounded to half: a
     /// different order could move an f32 sum across a half rounding boundary.
@@ -310,6 +316,19 @@ pub(crate) struct MatMulPlan {
     /// Element offsets of each output batch's left and right matrices.
     pub batches: Vec<(usize, usize)>,
     pub method: Method,
+    /// The right operand, packed (with [`Method::PackedRight`]; the step then reads only `a`).
+    pub packed: Option<PackedWeight>,
+}
+
+/// A constant right operand in the AVX-512 kernel's strips, shared by the plans that use it
+/// (plans are equal when they share the very same packing).
+#[derive(Clone, Debug)]
+pub(crate) struct PackedWeight(pub Arc<PackedRight>);
+
+impl PartialEq for PackedWeight {
+    fn eq(&self, other: &PackedWeight) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl MatMulPlan {
@@ -430,6 +449,33 @@ pub(crate) fn run(plan: &MatMulPlan, a: View<'_>, b: View<'_>, out: &mut [f32], 
     }
 }
 
+/// Runs every product of `plan` (method [`Method::PackedRight`]) into the dense output
+/// `out [batches, m, n]`, the right operand being the plan's packed constant.
+pub(crate) fn run_packed(plan: &MatMulPlan, a: View<'_>, out: &mut [f32], threads: usize) -> Result<()> {
+    let error = |what: &str| exec_error("matmul", format!("cpu backend: packed product {what}"));
+    let Some(PackedWeight(packed)) = &plan.packed else {
+        return Err(error("without a packed right operand"));
+    };
+    let (m, n, k) = (plan.m, plan.n, plan.k);
+    if packed.dims() != (k, n) {
+        return Err(error("whose packed operand differs from the plan"));
+    }
+    if out.len() != m * n * plan.batches.len() {
+        return Err(error("whose output size differs from the plan"));
+    }
+    if m * n == 0 {
+        return Ok(());
+    }
+    let a = Operand::of(a)?;
+    for (o, &(ao, _)) in out.chunks_mut(m * n).zip(&plan.batches) {
+        let a_data = a.f32_range(ao, span(m, k, plan.a))?;
+        if !gemm_packed(o, n, &a_data, (plan.a.rs, plan.a.cs), packed, m, false, threads)? {
+            return Err(error("on a CPU without the AVX-512 kernel"));
+        }
+    }
+    Ok(())
+}
+
 /// One `[m, k] · [k, n]` product with operands at offsets `ao` and `bo`.
 fn one_product(
     plan: &MatMulPlan,
@@ -482,6 +528,10 @@ fn one_product(
             Ok(())
         }
         Method::Gemm | Method::SplitColumns | Method::SplitRows => gemm_product(plan, a, ao, b, bo, out, threads),
+        Method::PackedRight => Err(exec_error(
+            "matmul",
+            "cpu backend: a packed product given a right operand".into(),
+        )),
         Method::Ordered => {
             let a_data = a.f32_range(ao, span(m, k, plan.a))?;
             let b_data = b.f32_range(bo, span(k, n, plan.b))?;
@@ -766,6 +816,7 @@ mod tests {
                 },
                 batches: vec![(0, 0)],
                 method: Method::Gemm,
+                packed: None,
             };
             let a_ref = MatRef { data: &a, rs: k, cs: 1 };
             for chunk in [1, 6, 100] {

@@ -65,8 +65,10 @@ use storage::{Buf, View};
 /// The kernels, public for benchmarks and for host code that runs them directly (the training
 /// head): `gemm_f32`/`gemm_f32_strided` (through `gemm`, or the AVX-512 kernel below 128 rows),
 /// `gemm_f32_crate` (always `gemm`: the baseline), `gemv` (single-row products) and the
-/// fused `softmax_cross_entropy`.
+/// fused `softmax_cross_entropy`; `avx512_gemm_available` tells whether this CPU runs the AVX-512
+/// kernel (and so whether plans pack their constant weights).
 pub mod kernels {
+    pub use super::gemm_kernel::available as avx512_gemm_available;
     pub use super::gemv::{gemv, MatrixRows};
     pub use super::loss::softmax_cross_entropy;
     pub use super::matmul::{gemm_f32, gemm_f32_crate, gemm_f32_strided, MatRef};

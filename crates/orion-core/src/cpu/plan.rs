@@ -18,8 +18,9 @@
 use super::attention::plan_scores_softmax;
 use super::attention_backward::plan_attention_backward;
 use super::fusion::plan_fusion;
+use super::gemm_kernel::PackedRight;
 use super::lower::{lower, Kernel};
-use super::matmul::{Layout, MatMulPlan};
+use super::matmul::{Layout, MatMulPlan, Method, PackedWeight};
 use super::storage::StorageKind;
 use super::weight_forms::{derive, Derived, Form};
 use super::WeightFormat;
@@ -63,6 +64,9 @@ pub(crate) enum ConstData {
     Tensor(Arc<Tensor>),
     /// A matmul/conv1x1 weight kept in half precision (`WeightFormat::F16`).
     Half(Arc<[f16]>),
+    /// A matmul's right operand packed for the AVX-512 kernel; only the plan of that matmul
+    /// reads it (its step does not list it as an operand).
+    Packed(Arc<PackedRight>),
 }
 
 /// One kernel invocation.
@@ -98,6 +102,9 @@ pub struct PlanSummary {
     /// stored transposed (`[k, n]`, rows contiguous) so `gemm` and the small-row kernel read them
     /// without a strided packing pass.
     pub transposed_weights: usize,
+    /// Of those, f32 constants stored packed for the AVX-512 kernel (where the CPU has it): the
+    /// products reading them pack only their left operand.
+    pub packed_weights: usize,
     /// Arena slots and their total size in bytes.
     pub slots: usize,
     pub arena_bytes: usize,
@@ -114,13 +121,14 @@ impl fmt::Display for PlanSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} steps ({} fused groups of {} ops, largest {}), {} aliases, {} half weights, {} slots / {} bytes",
+            "{} steps ({} fused groups of {} ops, largest {}), {} aliases, {} half weights, {} packed weights, {} slots / {} bytes",
             self.steps,
             self.fused_groups,
             self.fused_ops,
             self.largest_fused_group,
             self.aliases,
             self.half_weights,
+            self.packed_weights,
             self.slots,
             self.arena_bytes
         )
@@ -266,6 +274,8 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     let mut backward = plan_attention_backward(g, &fusion);
     let half_ok = half_weight_values(g, weights);
     let store_transposed = transposed_weight_values(g, &half_ok);
+    // Transposed f32 weights are packed for the AVX-512 kernel where the CPU has it.
+    let pack = super::gemm_kernel::available();
     let values = g.values().len();
     let mut w = Walk {
         root: (0..values).map(|v| ValueId(v as u32)).collect(),
@@ -287,6 +297,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
                 Ok(match derive(value, form)? {
                     Derived::F32(t) => ConstData::Tensor(t),
                     Derived::Half(h) => ConstData::Half(h),
+                    Derived::Packed(p) => ConstData::Packed(p),
                 })
             };
             let transposed = store_transposed[out.index()];
@@ -305,6 +316,10 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
                     w.half_copy[out.index()] = Some(w.consts.len());
                     w.consts.push(stored(Form::Half)?);
                 }
+                HalfUse::No if transposed && pack => {
+                    w.summary.packed_weights += 1;
+                    w.consts.push(stored(Form::PackedTransposed)?);
+                }
                 HalfUse::No if transposed => w.consts.push(stored(Form::Transposed)?),
                 HalfUse::No => w.consts.push(ConstData::Tensor(Arc::clone(value))),
             }
@@ -319,7 +334,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
                 }
                 w.pending.push(Pending {
                     reads_weights: false,
-                    kernel: Kernel::AttentionBackward(plan),
+                    kernel: Kernel::AttentionBackward(Box::new(plan)),
                     op: node.op.name(),
                     reads,
                     defines,
@@ -341,14 +356,22 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
         } else if !fusion.absorbed[index] {
             let group = fusion.roots[index].as_ref();
             let mut kernel = lower(g, node, group)?;
+            let mut packed_right = false;
             if let (Kernel::MatMul(plan), Op::MatMul { .. }) = (&mut kernel, &node.op) {
-                if store_transposed[node.inputs[1].index()] {
-                    // The right operand [n, k] is stored as its transpose [k, n].
+                let right = node.inputs[1];
+                if let (Home::Const(c), true) = (w.home[right.index()], store_transposed[right.index()]) {
+                    // The right operand [n, k] is stored as its transpose [k, n], or packed.
                     plan.b = Layout { rs: plan.n, cs: 1 };
                     plan.method = MatMulPlan::choose_method(plan.m, plan.n, plan.k, (plan.a, plan.b), false);
+                    if let Some(ConstData::Packed(p)) = w.consts.get(c) {
+                        plan.method = Method::PackedRight;
+                        plan.packed = Some(PackedWeight(Arc::clone(p)));
+                        packed_right = true;
+                    }
                 }
             }
             let reads = match (&node.op, group) {
+                (Op::MatMul { .. }, None) if packed_right => vec![node.inputs[0]],
                 (_, Some(group)) => group.leaves.clone(),
                 (Op::Conv1x1, None) => vec![node.inputs[1], node.inputs[0]], // weight is the left matrix
                 (_, None) => node.inputs.clone(),
@@ -442,7 +465,8 @@ fn is_weight_use(op: &Op, ty: &TensorType) -> bool {
 /// least two rows and an f32 result, and which is not a graph output. Such a weight `[n, k]` is
 /// stored transposed, `[k, n]`: `gemm` packs a right operand with contiguous rows much faster than
 /// one read down its columns (measured on GPT-2's prefill shapes: [128, 3072] · [768, 3072]ᵀ 2.9 ms
-/// instead of 7.0 ms), and the small-row kernel (`gemm_kernel`) reads only `[k, n]` rows.
+/// instead of 7.0 ms), and the small-row kernel (`gemm_kernel`) reads only `[k, n]` rows; where
+/// that kernel runs, an f32 weight is stored packed into its strips instead (see `walk`).
 /// Single-row products (decode) keep the stored layout, which the matrix-vector kernel wants.
 fn transposed_weight_values(g: &Graph, half_ok: &[HalfUse]) -> Vec<bool> {
     let values = g.values().len();

@@ -1,5 +1,6 @@
-//! Derived storage of constant weights — transposed, half precision, or both — shared by every
-//! CPU plan built from the same tensor storage.
+//! Derived storage of constant weights — transposed, half precision, both, or transposed and
+//! packed into the AVX-512 kernel's strips — shared by every CPU plan built from the same tensor
+//! storage.
 //!
 //! A generator compiles one prefill program per prompt length, and each used to transpose (and,
 //! with half weights, convert) every weight matrix again: about 220 ms and, for GPT-2 in f32,
@@ -12,6 +13,7 @@
 //! always reflects the current values. Two threads deriving the same form at once may both
 //! compute it (both results are equal); the registry keeps the later one.
 
+use super::gemm_kernel::PackedRight;
 use crate::error::Result;
 use crate::interp::exec_error;
 use crate::tensor::{Tensor, TensorData};
@@ -27,6 +29,9 @@ pub(crate) enum Form {
     Half,
     /// The transpose, rounded to half precision.
     HalfTransposed,
+    /// The transpose `[cols, rows]` as the right operand of a product, in the AVX-512 kernel's
+    /// strips ([`PackedRight`]), f32.
+    PackedTransposed,
 }
 
 /// A derived weight, shared.
@@ -34,12 +39,14 @@ pub(crate) enum Form {
 pub(crate) enum Derived {
     F32(Arc<Tensor>),
     Half(Arc<[f16]>),
+    Packed(Arc<PackedRight>),
 }
 
 /// What the registry remembers of a derived weight: weak handles only.
 enum Held {
     F32(Weak<Tensor>),
     Half(Weak<[f16]>),
+    Packed(Weak<PackedRight>),
 }
 
 impl Held {
@@ -47,6 +54,7 @@ impl Held {
         match derived {
             Derived::F32(t) => Held::F32(Arc::downgrade(t)),
             Derived::Half(h) => Held::Half(Arc::downgrade(h)),
+            Derived::Packed(p) => Held::Packed(Arc::downgrade(p)),
         }
     }
 
@@ -54,6 +62,7 @@ impl Held {
         match self {
             Held::F32(t) => t.upgrade().map(Derived::F32),
             Held::Half(h) => h.upgrade().map(Derived::Half),
+            Held::Packed(p) => p.upgrade().map(Derived::Packed),
         }
     }
 
@@ -61,6 +70,7 @@ impl Held {
         match self {
             Held::F32(t) => t.strong_count() > 0,
             Held::Half(h) => h.strong_count() > 0,
+            Held::Packed(p) => p.strong_count() > 0,
         }
     }
 }
@@ -124,6 +134,11 @@ fn make(value: &Tensor, form: Form) -> Result<Derived> {
     Ok(match form {
         Form::Half => Derived::Half(half(data)),
         Form::HalfTransposed => Derived::Half(half(&transposed_values(matrix()?, data))),
+        Form::PackedTransposed => {
+            // Element (p, j) of the transpose is `data[j·cols + p]`.
+            let (rows, cols) = matrix()?;
+            Derived::Packed(Arc::new(PackedRight::pack(data, (1, cols), (cols, rows))?))
+        }
         Form::Transposed => {
             let (rows, cols) = matrix()?;
             let t = Tensor::new(
@@ -176,7 +191,7 @@ mod tests {
     fn f32_of(d: &Derived) -> Arc<Tensor> {
         match d {
             Derived::F32(t) => Arc::clone(t),
-            Derived::Half(_) => panic!("expected an f32 form"),
+            Derived::Half(_) | Derived::Packed(_) => panic!("expected an f32 form"),
         }
     }
 
@@ -221,6 +236,15 @@ mod tests {
         drop((first, second));
         assert!(weak.upgrade().is_none());
         assert_eq!(f32_of(&derive(&w, Form::Transposed).unwrap()).shape().dims(), &[5, 8]);
+        // Packed transposes are shared the same way; the packing is of the transpose `[5, 8]`.
+        let packed = |t: &Tensor| match derive(t, Form::PackedTransposed).unwrap() {
+            Derived::Packed(p) => p,
+            Derived::F32(_) | Derived::Half(_) => panic!("expected a packed form"),
+        };
+        let (first, second) = (packed(&w), packed(&same_storage));
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.dims(), (5, 8));
+        assert!(!Arc::ptr_eq(&first, &packed(&other)));
     }
 
     #[test]
