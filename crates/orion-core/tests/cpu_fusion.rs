@@ -1,6 +1,6 @@
 //! Tests of the CPU backend's fusions across op boundaries: softmax and reduction prologues,
 //! attention's scores inside their softmax and its backward in one step, RoPE's rotation read in
-//! place. Each compares the fused plan with the interpreter and, bit for bit, with the same graph
+//! place, elementwise groups as epilogues of packed products. Each compares the fused plan with the interpreter and, bit for bit, with the same graph
 //! whose intermediate is also an output (so it is materialised and the fusion does not apply).
 
 #[path = "common/cpu.rs"]
@@ -376,4 +376,62 @@ fn reductions_over_trailing_axes_take_their_elementwise_prologue_in_one_pass() {
     let (g, inputs) = reduced_product(ReduceOp::Sum, &[6, 5], &[0], true, false);
     let summary = check(&g, &inputs);
     assert_eq!((summary.count("fused"), summary.count("reduce")), (1, 1), "{summary}");
+}
+
+/// `gelu(x · Wᵀ + b) + r` with constant `W [n, k]` and `b [n]` (prefill's MLP up-projection and a
+/// residual), `x [batch.., m, k]`; the product also a graph output when `expose`.
+fn linear_gelu_residual(batch: &[usize], (m, k, n): (usize, usize, usize), expose: bool) -> (Graph, Vec<Tensor>) {
+    let mut g = Graph::new(if expose {
+        "product_then_group"
+    } else {
+        "product_epilogue"
+    });
+    let dims = |last: [usize; 2]| batch.iter().copied().chain(last).collect::<Vec<_>>();
+    let x = g.input("x", TensorType::new(DType::F32, dims([m, k]))).unwrap();
+    let r = g.input("r", TensorType::new(DType::F32, dims([m, n]))).unwrap();
+    let scale = 1.0 / (k as f32).sqrt();
+    let w = Tensor::f32([n, k], values(n * k, 41).iter().map(|v| v * scale).collect());
+    let w = g.constant(w).unwrap();
+    let b = g.constant(Tensor::f32([n], values(n, 42))).unwrap();
+    let product = g.matmul(x, w, false, true).unwrap();
+    let biased = g.add(product, b).unwrap();
+    let activated = orion_core::composite::gelu_tanh(&mut g, biased).unwrap();
+    let y = g.add(activated, r).unwrap();
+    g.set_output("y", y).unwrap();
+    if expose {
+        g.set_output("product", product).unwrap();
+    }
+    let rows: usize = batch.iter().product::<usize>() * m;
+    let inputs = vec![
+        Tensor::f32(dims([m, k]), values(rows * k, 43)),
+        Tensor::f32(dims([m, n]), values(rows * n, 44)),
+    ];
+    (g, inputs)
+}
+
+#[test]
+fn a_group_reading_a_packed_product_runs_as_its_epilogue_with_the_same_bits() {
+    type Case<'a> = (&'a [usize], (usize, usize, usize), usize);
+    let cases: [Case; 4] = [
+        (&[], (13, 300, 70), 1),
+        (&[], (13, 300, 70), 2),
+        // Two products of a batch, each with its epilogue at its own offsets.
+        (&[2], (37, 64, 96), 2),
+        // Prefill's shape: 128 rows split by columns between the tasks.
+        (&[], (128, 256, 768), 2),
+    ];
+    for (batch, dims, threads) in cases {
+        let (g, inputs) = linear_gelu_residual(batch, dims, false);
+        if !orion_core::cpu::kernels::avx512_gemm_available() {
+            // No packed weights, so no epilogues: the plain steps, checked against the interpreter.
+            check_against(&g, &g, &inputs, options(Some(threads), WeightFormat::F32));
+            continue;
+        }
+        let (exposed, _) = linear_gelu_residual(batch, dims, true);
+        let (summary, fused, unfused) =
+            fused_and_unfused((&g, &exposed), &inputs, "gemm_packed_epilogue", true, threads);
+        assert_eq!(summary.kernels, vec!["gemm_packed_epilogue"], "{summary}");
+        let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused[0]), bits(&unfused[0]), "{batch:?} {dims:?} on {threads}");
+    }
 }

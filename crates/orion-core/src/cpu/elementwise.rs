@@ -146,7 +146,7 @@ enum LeafRead {
 
 /// Per run: how leaves are read, where every intermediate lives, and where blocks are cut.
 #[derive(Clone, Debug, PartialEq)]
-struct Layout {
+pub(super) struct Layout {
     reads: Vec<LeafRead>,
     /// Scratch slot of each instruction's result (`None` for the last, written to the output).
     results: Vec<Option<usize>>,
@@ -176,12 +176,12 @@ enum Operand<'b> {
 impl FusedProgram {
     /// Evaluates the program on leaf data `leaves` into `out` (`numel` elements).
     pub(crate) fn run(&self, leaves: &[&[f32]], out: &mut [f32], threads: usize) {
-        let layout = self.layout(leaves);
+        let layout = self.layout(&lengths(leaves));
         let work = out.len();
         in_parts(out, FUSED_BLOCK, work, threads, |start, o| {
             vmath::with_wide_vectors(
                 #[inline(always)]
-                || self.run_range(&layout, leaves, start, o),
+                || self.run_range(&layout, leaves, start, o, None),
             )
         });
     }
@@ -201,7 +201,7 @@ impl FusedProgram {
         if row == 0 || out.is_empty() {
             return;
         }
-        let layout = self.layout(leaves);
+        let layout = self.layout(&lengths(leaves));
         let block = (ROW_BLOCK / row).max(1) * row;
         let work = out.len();
         in_parts(out, block, work, threads, |start, o| {
@@ -209,7 +209,7 @@ impl FusedProgram {
                 #[inline(always)]
                 || {
                     for (i, b) in o.chunks_mut(block).enumerate() {
-                        self.run_range(&layout, leaves, start + i * block, b);
+                        self.run_range(&layout, leaves, start + i * block, b, None);
                         finish(b);
                     }
                 },
@@ -232,7 +232,7 @@ impl FusedProgram {
         if row == 0 || out.is_empty() {
             return;
         }
-        let layout = self.layout(leaves);
+        let layout = self.layout(&lengths(leaves));
         let rows_per_block = (ROW_BLOCK / row).max(1);
         let work = out.len() * row;
         in_parts(out, rows_per_block, work, threads, |first_row, o| {
@@ -242,7 +242,7 @@ impl FusedProgram {
                 || {
                     for (i, rows) in o.chunks_mut(rows_per_block).enumerate() {
                         let values = &mut scratch[..rows.len() * row];
-                        self.run_range(&layout, leaves, (first_row + i * rows_per_block) * row, values);
+                        self.run_range(&layout, leaves, (first_row + i * rows_per_block) * row, values, None);
                         reduce(values, rows);
                     }
                 },
@@ -250,10 +250,11 @@ impl FusedProgram {
         });
     }
 
-    /// Classifies the leaves and assigns scratch slots: every leaf that may need gathering gets its
-    /// own; an instruction's result takes a free slot before its operands' slots are released
-    /// (after their last use), so a result never shares a slot with an operand.
-    fn layout(&self, leaves: &[&[f32]]) -> Layout {
+    /// Classifies the leaves (of `lengths` elements each) and assigns scratch slots: every leaf
+    /// that may need gathering gets its own; an instruction's result takes a free slot before its
+    /// operands' slots are released (after their last use), so a result never shares a slot with
+    /// an operand.
+    pub(super) fn layout(&self, lengths: &[usize]) -> Layout {
         let mut slot_count = 0;
         let mut free: Vec<usize> = Vec::new();
         let mut take = |free: &mut Vec<usize>| {
@@ -265,14 +266,14 @@ impl FusedProgram {
         let reads: Vec<LeafRead> = self
             .leaves
             .iter()
-            .zip(leaves)
+            .zip(lengths)
             .zip(&self.rotations)
-            .map(|((reader, data), rotation)| match rotation {
-                Some(rotation) if rotation.half > 0 && data.len() >= self.numel => LeafRead::Rotated {
+            .map(|((reader, &len), rotation)| match rotation {
+                Some(rotation) if rotation.half > 0 && len >= self.numel => LeafRead::Rotated {
                     rotation: *rotation,
                     slot: take(&mut free),
                 },
-                _ => classify(reader, data.len(), self.numel, || take(&mut free)),
+                _ => classify(reader, len, self.numel, || take(&mut free)),
             })
             .collect();
         let period = reads
@@ -317,10 +318,24 @@ impl FusedProgram {
 
     /// Output elements `start..start + out.len()`, block by block; a block ends at `FUSED_BLOCK`
     /// elements or at a multiple of the layout's period, whichever comes first.
+    ///
+    /// With `window = Some((leaf, values))`, that leaf (read densely) takes its elements from
+    /// `values`, which holds the leaf's elements `start..start + out.len()` (a product's epilogue:
+    /// the product's rows, see [`super::epilogue`]); its entry in `leaves` is not read.
     #[inline(always)]
-    fn run_range(&self, layout: &Layout, leaves: &[&[f32]], start: usize, out: &mut [f32]) {
-        let mut slots = vec![vec![0.0f32; FUSED_BLOCK]; layout.slot_count];
-        let mut halves = vec![f16::ZERO; FUSED_BLOCK];
+    pub(super) fn run_range(
+        &self,
+        layout: &Layout,
+        leaves: &[&[f32]],
+        start: usize,
+        out: &mut [f32],
+        window: Option<(usize, &[f32])>,
+    ) {
+        // The thread's scratch blocks, reused between calls (a product's epilogue calls this once
+        // per row part, where allocating them each time cost more than the work).
+        let (mut slots, mut halves) = RANGE_SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        slots.resize_with(layout.slot_count, || vec![0.0f32; FUSED_BLOCK]);
+        halves.resize(FUSED_BLOCK, f16::ZERO);
         let mut vals: Vec<Val<'_>> = Vec::with_capacity(self.leaves.len() + self.instrs.len());
         let mut done = 0;
         while done < out.len() {
@@ -331,8 +346,11 @@ impl FusedProgram {
             }
             let block = &mut out[done..done + len];
             vals.clear();
-            for ((reader, &data), read) in self.leaves.iter().zip(leaves).zip(&layout.reads) {
-                vals.push(leaf_value(reader, data, *read, position, len, &mut slots));
+            for (i, ((reader, &data), read)) in self.leaves.iter().zip(leaves).zip(&layout.reads).enumerate() {
+                vals.push(match window {
+                    Some((leaf, values)) if leaf == i => Val::Data(&values[done..done + len]),
+                    _ => leaf_value(reader, data, *read, position, len, &mut slots),
+                });
             }
             for (instr, result) in self.instrs.iter().zip(&layout.results) {
                 let value = match *result {
@@ -363,7 +381,18 @@ impl FusedProgram {
             }
             done += len;
         }
+        RANGE_SCRATCH.with(|s| *s.borrow_mut() = (slots, halves));
     }
+}
+
+thread_local! {
+    /// [`FusedProgram::run_range`]'s scratch slots and half-rounding buffer, kept between calls.
+    static RANGE_SCRATCH: std::cell::RefCell<(Vec<Vec<f32>>, Vec<f16>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The element count of each leaf.
+fn lengths(leaves: &[&[f32]]) -> Vec<usize> {
+    leaves.iter().map(|l| l.len()).collect()
 }
 
 /// Calls `range(first, part)` on consecutive parts of `out` (`first`: the part's offset), cut at
@@ -815,7 +844,7 @@ mod tests {
         let program = mixed_program(out, &[300], &[4, 1], &[4, 300]);
         let data: Vec<Vec<f32>> = [1200, 300, 4, 1, 1200].iter().map(|&n| vec![1.0; n]).collect();
         let leaves: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
-        let layout = program.layout(&leaves);
+        let layout = program.layout(&lengths(&leaves));
         assert_eq!(layout.reads[0], LeafRead::Dense);
         assert_eq!(layout.reads[3], LeafRead::Scalar);
         assert_eq!(layout.reads[4], LeafRead::Dense);

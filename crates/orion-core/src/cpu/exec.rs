@@ -9,6 +9,7 @@
 use super::attention;
 use super::attention_backward::{run_attention_backward, BackwardInputs};
 use super::elementwise::{cast_float, holds, int_binary_fn, round_half_all, select, zip_broadcast};
+use super::epilogue::Epilogue;
 use super::lower::Kernel;
 use super::matmul;
 use super::plan::{ConstData, Loc, Operand, Plan, Step, Target};
@@ -137,7 +138,20 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
             run_attention_backward(p, &inputs, outputs, threads)?
         }
         Kernel::MatMul(p) if p.method == matmul::Method::PackedRight => {
-            matmul::run_packed(p, operand(0)?, out_slice(&mut outs[0], first.numel, op)?, threads)?
+            matmul::run_packed(p, operand(0)?, out_slice(&mut outs[0], first.numel, op)?, threads, None)?
+        }
+        Kernel::MatMulEpilogue(p) => {
+            // Operands: the product's left operand, then the program's leaves but the product.
+            let mut others = views.iter().skip(1);
+            let leaves = (0..p.program.leaves.len())
+                .map(|i| match i == p.primary {
+                    true => Ok(&[][..]),
+                    false => others.next().ok_or_else(|| kind_error(op, "an operand"))?.float(op),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let epilogue = Epilogue::new(&p.program, leaves, p.primary);
+            let out = out_slice(&mut outs[0], first.numel, op)?;
+            matmul::run_packed(&p.product, operand(0)?, out, threads, Some(&epilogue))?
         }
         Kernel::MatMul(p) => matmul::run(
             p,
@@ -236,6 +250,7 @@ fn movement<T: Elem>(step: &Step, views: &[View<'_>], outs: &mut [Buf], threads:
         Kernel::Split(_)
         | Kernel::Fused(_)
         | Kernel::MatMul(_)
+        | Kernel::MatMulEpilogue(_)
         | Kernel::IntBinary { .. }
         | Kernel::Compare { .. }
         | Kernel::Cast

@@ -128,13 +128,25 @@ pub(crate) fn gemm_row_major(
         return Err(shape_error("operand too small or rows overlapping", (m, n, k)));
     }
     let left = Left { a, rs: lda, cs: 1 };
-    multiply(c, ldc, left, Right::Rows(b, ldb), (m, n, k), accumulate, threads)
+    multiply(
+        c,
+        ldc,
+        left,
+        (Right::Rows(b, ldb), None),
+        (m, n, k),
+        accumulate,
+        threads,
+    )
 }
 
 /// `C = A · B` (`C += A · B` when `accumulate`) for `A [m, k]` with element (i, p) at
 /// `a[i·rs + p·cs]`, a right operand packed beforehand ([`PackedRight`], which gives `k` and `n`)
 /// and row-major `C [m, n]` (`ldc`), on up to `threads` rayon tasks. Returns `Ok(false)` without
 /// touching `C` when the CPU lacks AVX-512.
+///
+/// With an `epilogue`, each task, once its part of `C` is complete, calls it on each of its rows:
+/// `epilogue(i, j, values)` with `values` the task's columns `j..` of row `i` (still in cache),
+/// to be replaced in place.
 ///
 /// Errors when a slice is too short for the dimensions or rows of `C` overlap.
 #[allow(clippy::too_many_arguments)]
@@ -145,20 +157,24 @@ pub(crate) fn gemm_packed(
     (rs, cs): (usize, usize),
     b: &PackedRight,
     m: usize,
-    accumulate: bool,
-    threads: usize,
+    (accumulate, threads): (bool, usize),
+    epilogue: Option<&RowEpilogue<'_>>,
 ) -> Result<bool> {
     let (k, n) = (b.k, b.n);
+    let left = Left { a, rs, cs };
     multiply(
         c,
         ldc,
-        Left { a, rs, cs },
-        Right::Packed(b),
+        left,
+        (Right::Packed(b), epilogue),
         (m, n, k),
         accumulate,
         threads,
     )
 }
+
+/// What a packed product applies to each finished row part: `(row, first column, values)`.
+pub(crate) type RowEpilogue<'a> = dyn Fn(usize, usize, &mut [f32]) + Sync + 'a;
 
 /// The error for a product whose operands do not fit its dimensions.
 fn shape_error(what: &str, (m, n, k): (usize, usize, usize)) -> crate::error::CoreError {
@@ -182,7 +198,7 @@ fn multiply(
     c: &mut [f32],
     ldc: usize,
     left: Left<'_>,
-    b: Right<'_>,
+    (b, epilogue): (Right<'_>, Option<&RowEpilogue<'_>>),
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
     threads: usize,
@@ -197,8 +213,13 @@ fn multiply(
         return Err(shape_error("destination too small or rows overlapping", (m, n, k)));
     }
     if k == 0 {
-        if !accumulate {
-            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
+            if !accumulate {
+                row[..n].fill(0.0);
+            }
+            if let Some(epilogue) = epilogue {
+                epilogue(i, 0, &mut row[..n]);
+            }
         }
         return Ok(true);
     }
@@ -218,6 +239,7 @@ fn multiply(
         ldc,
         k,
         accumulate,
+        epilogue,
     };
     let strips = n.div_ceil(NR);
     // Split the dimension whose duplicated operand is smaller: by column strips every task reads
@@ -346,6 +368,7 @@ struct Product<'a> {
     ldc: usize,
     k: usize,
     accumulate: bool,
+    epilogue: Option<&'a RowEpilogue<'a>>,
 }
 
 // SAFETY: `a` points into a slice borrowed for the whole call; the product is only read by tasks.
@@ -442,6 +465,14 @@ impl Product<'_> {
             }
         }
         PACKED.with(|p| *p.borrow_mut() = packed);
+        if let Some(epilogue) = self.epilogue {
+            for i in i0..i1 {
+                // SAFETY: the row part lies inside the checked destination and belongs to this
+                // task alone (see `multiply`); no other reference to it exists meanwhile.
+                let values = std::slice::from_raw_parts_mut(self.c.0.add(i * self.ldc + j0), j1 - j0);
+                epilogue(i, j0, values);
+            }
+        }
     }
 
     /// The block of `A` packed after the current one (`rows` of the task's `(i0, i1)` at
@@ -839,7 +870,9 @@ mod tests {
                     assert!(gemm_row_major(&mut want, n, &a, k, right, n, (m, n, k), accumulate, threads).unwrap());
                     for (left, strides, right) in [(&a, (k, 1), &packed), (&a_t, (1, m), &packed_t)] {
                         let mut got = start.clone();
-                        assert!(gemm_packed(&mut got, n, left, strides, right, m, accumulate, threads).unwrap());
+                        assert!(
+                            gemm_packed(&mut got, n, left, strides, right, m, (accumulate, threads), None).unwrap()
+                        );
                         assert_eq!(got, want, "{m}x{n}x{k}, strides {strides:?}, {threads} task(s)");
                     }
                     for (i, (got, e)) in want.iter().zip(&expected).enumerate() {
@@ -866,13 +899,13 @@ mod tests {
         let a = vec![1.0f32; 8];
         let mut c = vec![0.0f32; 6];
         // [2, 4]·[4, 3] fits.
-        assert!(gemm_packed(&mut c, 3, &a, (4, 1), &packed, 2, false, 1).unwrap());
+        assert!(gemm_packed(&mut c, 3, &a, (4, 1), &packed, 2, (false, 1), None).unwrap());
         assert_eq!(c, [4.0; 6]);
         // Three rows of A need 12 elements; of C, 9.
-        assert!(gemm_packed(&mut c, 3, &a, (4, 1), &packed, 3, false, 1).is_err());
+        assert!(gemm_packed(&mut c, 3, &a, (4, 1), &packed, 3, (false, 1), None).is_err());
         let long_a = vec![1.0f32; 12];
-        assert!(gemm_packed(&mut c, 3, &long_a, (4, 1), &packed, 3, false, 1).is_err());
+        assert!(gemm_packed(&mut c, 3, &long_a, (4, 1), &packed, 3, (false, 1), None).is_err());
         // Rows of C closer than n overlap.
-        assert!(gemm_packed(&mut c, 2, &a, (4, 1), &packed, 2, false, 1).is_err());
+        assert!(gemm_packed(&mut c, 2, &a, (4, 1), &packed, 2, (false, 1), None).is_err());
     }
 }

@@ -10,6 +10,7 @@
 use super::attention::ScoresSoftmaxPlan;
 use super::attention_backward::AttentionBackwardPlan;
 use super::elementwise::FusedProgram;
+use super::epilogue::EpiloguePlan;
 use super::fusion::FusedGroup;
 use super::layout::{ConcatPlan, PadPlan, RowsPlan, SplitPlan};
 use super::matmul::{Layout, MatMulPlan, Method};
@@ -40,6 +41,9 @@ pub(crate) enum Kernel {
     /// backward in one step; zero probabilities skipped), see [`super::attention_backward`].
     AttentionBackward(Box<AttentionBackwardPlan>),
     MatMul(MatMulPlan),
+    /// A product with a packed constant weight and the fused group that reads its result, applied
+    /// to each row part as the kernel finishes it, see [`super::epilogue`].
+    MatMulEpilogue(Box<EpiloguePlan>),
     IntBinary {
         op: BinaryOp,
         a: Broadcaster,
@@ -85,6 +89,7 @@ impl Kernel {
                 Method::Ordered => "matmul_ordered",
                 Method::PackedRight => "gemm_packed",
             },
+            Kernel::MatMulEpilogue(_) => "gemm_packed_epilogue",
             Kernel::IntBinary { .. } => "int_binary",
             Kernel::Compare { .. } => "compare",
             Kernel::Select { .. } => "select",
@@ -105,6 +110,7 @@ impl Kernel {
     pub(crate) fn computes_values(&self) -> bool {
         match self {
             Kernel::MatMul(_)
+            | Kernel::MatMulEpilogue(_)
             | Kernel::Softmax(_)
             | Kernel::FusedSoftmax(..)
             | Kernel::FusedReduce(..)

@@ -26,7 +26,8 @@
 //! order (within `Tolerance::F32` of the interpreter's sequential sums).
 #![allow(unsafe_code)]
 
-use super::gemm_kernel::{gemm_packed, gemm_row_major, PackedRight, RightRows};
+use super::epilogue::Epilogue;
+use super::gemm_kernel::{gemm_packed, gemm_row_major, PackedRight, RightRows, RowEpilogue};
 use super::gemv::{gemv, MatrixRows};
 use super::storage::{kind_error, View};
 use crate::error::Result;
@@ -450,8 +451,16 @@ pub(crate) fn run(plan: &MatMulPlan, a: View<'_>, b: View<'_>, out: &mut [f32], 
 }
 
 /// Runs every product of `plan` (method [`Method::PackedRight`]) into the dense output
-/// `out [batches, m, n]`, the right operand being the plan's packed constant.
-pub(crate) fn run_packed(plan: &MatMulPlan, a: View<'_>, out: &mut [f32], threads: usize) -> Result<()> {
+/// `out [batches, m, n]`, the right operand being the plan's packed constant; with an `epilogue`,
+/// the output is the epilogue's program applied to the products (each row part replaced while it
+/// is still in cache).
+pub(crate) fn run_packed(
+    plan: &MatMulPlan,
+    a: View<'_>,
+    out: &mut [f32],
+    threads: usize,
+    epilogue: Option<&Epilogue<'_>>,
+) -> Result<()> {
     let error = |what: &str| exec_error("matmul", format!("cpu backend: packed product {what}"));
     let Some(PackedWeight(packed)) = &plan.packed else {
         return Err(error("without a packed right operand"));
@@ -467,9 +476,16 @@ pub(crate) fn run_packed(plan: &MatMulPlan, a: View<'_>, out: &mut [f32], thread
         return Ok(());
     }
     let a = Operand::of(a)?;
-    for (o, &(ao, _)) in out.chunks_mut(m * n).zip(&plan.batches) {
+    for (batch, (o, &(ao, _))) in out.chunks_mut(m * n).zip(&plan.batches).enumerate() {
         let a_data = a.f32_range(ao, span(m, k, plan.a))?;
-        if !gemm_packed(o, n, &a_data, (plan.a.rs, plan.a.cs), packed, m, false, threads)? {
+        let base = batch * m * n;
+        let rows = |i: usize, j: usize, values: &mut [f32]| {
+            if let Some(e) = epilogue {
+                e.apply(base + i * n + j, values);
+            }
+        };
+        let rows: Option<&RowEpilogue<'_>> = epilogue.map(|_| &rows as &RowEpilogue<'_>);
+        if !gemm_packed(o, n, &a_data, (plan.a.rs, plan.a.cs), packed, m, (false, threads), rows)? {
             return Err(error("on a CPU without the AVX-512 kernel"));
         }
     }

@@ -32,6 +32,7 @@
 mod attention;
 mod attention_backward;
 mod elementwise;
+mod epilogue;
 mod exec;
 mod fusion;
 mod gemm_kernel;

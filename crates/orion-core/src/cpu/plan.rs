@@ -17,6 +17,7 @@
 
 use super::attention::plan_scores_softmax;
 use super::attention_backward::plan_attention_backward;
+use super::epilogue::{plan_epilogues, EpiloguePlan};
 use super::fusion::plan_fusion;
 use super::gemm_kernel::PackedRight;
 use super::lower::{lower, Kernel};
@@ -25,7 +26,7 @@ use super::storage::StorageKind;
 use super::weight_forms::{derive, Derived, Form};
 use super::WeightFormat;
 use crate::error::Result;
-use crate::graph::{Graph, ValueId};
+use crate::graph::{Graph, Node, ValueId};
 use crate::interp::exec_error;
 use crate::op::Op;
 use crate::tensor::Tensor;
@@ -276,6 +277,10 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     let store_transposed = transposed_weight_values(g, &half_ok);
     // Transposed f32 weights are packed for the AVX-512 kernel where the CPU has it.
     let pack = super::gemm_kernel::available();
+    let packed: Vec<bool> = (0..g.values().len())
+        .map(|v| pack && store_transposed[v] && half_ok[v] == HalfUse::No)
+        .collect();
+    let epilogues = plan_epilogues(g, &fusion, &packed);
     let values = g.values().len();
     let mut w = Walk {
         root: (0..values).map(|v| ValueId(v as u32)).collect(),
@@ -353,22 +358,57 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
                 reads: operands.to_vec(),
                 defines: node.outputs.clone(),
             });
+        } else if epilogues.absorbed[index] {
+            // A product computed inside the step of the group that reads its result.
+        } else if let (Some((product, primary)), Some(group)) =
+            (epilogues.product_of[index], fusion.roots[index].as_ref())
+        {
+            let product_node = &g.nodes()[product];
+            let (Kernel::Fused(program), Kernel::MatMul(mut plan)) =
+                (lower(g, node, Some(group))?, lower(g, product_node, None)?)
+            else {
+                return Err(exec_error(
+                    "plan",
+                    "cpu backend: an epilogue without its product".into(),
+                ));
+            };
+            if !place_right_operand(&w, product_node, &store_transposed, &mut plan) {
+                return Err(exec_error(
+                    "plan",
+                    "cpu backend: an epilogue of an unpacked product".into(),
+                ));
+            }
+            let mut reads = vec![product_node.inputs[0]];
+            reads.extend(
+                group
+                    .leaves
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != primary)
+                    .map(|(_, &v)| v),
+            );
+            for &v in &node.outputs {
+                w.home[v.index()] = Home::Step;
+            }
+            let kernel = Kernel::MatMulEpilogue(Box::new(EpiloguePlan {
+                product: plan,
+                program,
+                primary,
+            }));
+            count_fusion(&mut w.summary, &kernel);
+            w.pending.push(Pending {
+                reads_weights: false,
+                kernel,
+                op: node.op.name(),
+                reads,
+                defines: node.outputs.clone(),
+            });
         } else if !fusion.absorbed[index] {
             let group = fusion.roots[index].as_ref();
             let mut kernel = lower(g, node, group)?;
             let mut packed_right = false;
             if let (Kernel::MatMul(plan), Op::MatMul { .. }) = (&mut kernel, &node.op) {
-                let right = node.inputs[1];
-                if let (Home::Const(c), true) = (w.home[right.index()], store_transposed[right.index()]) {
-                    // The right operand [n, k] is stored as its transpose [k, n], or packed.
-                    plan.b = Layout { rs: plan.n, cs: 1 };
-                    plan.method = MatMulPlan::choose_method(plan.m, plan.n, plan.k, (plan.a, plan.b), false);
-                    if let Some(ConstData::Packed(p)) = w.consts.get(c) {
-                        plan.method = Method::PackedRight;
-                        plan.packed = Some(PackedWeight(Arc::clone(p)));
-                        packed_right = true;
-                    }
-                }
+                packed_right = place_right_operand(&w, node, &store_transposed, plan);
             }
             let reads = match (&node.op, group) {
                 (Op::MatMul { .. }, None) if packed_right => vec![node.inputs[0]],
@@ -392,9 +432,32 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     Ok(w)
 }
 
+/// Points the plan of a matmul `node` at its right operand's storage when that is a constant
+/// stored transposed (`[k, n]`) or packed; true when packed (the step then reads only the left
+/// operand).
+fn place_right_operand(w: &Walk, node: &Node, store_transposed: &[bool], plan: &mut MatMulPlan) -> bool {
+    let right = node.inputs[1];
+    let (Home::Const(c), true) = (w.home[right.index()], store_transposed[right.index()]) else {
+        return false;
+    };
+    plan.b = Layout { rs: plan.n, cs: 1 };
+    plan.method = MatMulPlan::choose_method(plan.m, plan.n, plan.k, (plan.a, plan.b), false);
+    if let Some(ConstData::Packed(p)) = w.consts.get(c) {
+        plan.method = Method::PackedRight;
+        plan.packed = Some(PackedWeight(Arc::clone(p)));
+        return true;
+    }
+    false
+}
+
 /// Adds a fused step to the summary's fusion counts.
 fn count_fusion(summary: &mut PlanSummary, kernel: &Kernel) {
-    if let Kernel::Fused(program) | Kernel::FusedSoftmax(program, _) | Kernel::FusedReduce(program, _) = kernel {
+    let program = match kernel {
+        Kernel::Fused(program) | Kernel::FusedSoftmax(program, _) | Kernel::FusedReduce(program, _) => Some(program),
+        Kernel::MatMulEpilogue(plan) => Some(&plan.program),
+        _ => None,
+    };
+    if let Some(program) = program {
         let ops = program.instrs.len();
         if ops > 1 {
             summary.fused_groups += 1;
