@@ -164,6 +164,11 @@ impl Tensor {
         Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
     }
 
+    /// The storage, when no other tensor shares it (`None` otherwise: nothing is copied).
+    pub fn into_sole_data(self) -> Option<TensorData> {
+        Arc::try_unwrap(self.data).ok()
+    }
+
     /// Float elements for writing, or `None` for i32 and bool tensors. Copies the storage first
     /// only when another tensor shares it. Writes to an `F16` tensor must keep every value
     /// representable in half precision (the type's invariant); round with [`round_to_f16`].
@@ -304,6 +309,18 @@ mod tests {
         let ptr = a.as_f32().unwrap().as_ptr();
         match a.into_data() {
             TensorData::Float(v) => assert_eq!(v.as_ptr(), ptr),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sole_data_is_given_only_by_a_sole_owner() {
+        let a = Tensor::f32([3], vec![1.0, 2.0, 3.0]);
+        let ptr = a.as_f32().unwrap().as_ptr();
+        let shared = a.clone();
+        assert!(shared.into_sole_data().is_none(), "another tensor shares it");
+        match a.into_sole_data() {
+            Some(TensorData::Float(v)) => assert_eq!(v.as_ptr(), ptr),
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -1,5 +1,6 @@
-//! Generation: KV-cache decoding equals full re-forward equals the PyTorch fixture; the decode-step
-//! graph's logits equal the forward graph's row by row; sampling is seeded and well-behaved.
+//! Generation: KV-cache decoding equals full re-forward equals the PyTorch fixture (also after an
+//! earlier generation on the same generator); the decode-step graph's logits equal the forward
+//! graph's row by row; sampling is seeded and well-behaved.
 
 use orion_core::backend::{Backend, ReferenceBackend};
 use orion_core::cpu::CpuBackend;
@@ -54,6 +55,10 @@ fn cached_greedy_equals_reforward_and_pytorch() {
         let backends: [&dyn Backend; 2] = [&reference, &cpu];
         for backend in backends {
             let mut generator = Generator::new(&model, backend).unwrap();
+            // A generation on another prompt first: its rows stay in the cache the generator
+            // reuses, and must not leak into the next one.
+            let other: Vec<u32> = prompt.iter().rev().copied().collect();
+            generator.generate(&other, &greedy(3), &mut |_| true).unwrap();
             let mut streamed = Vec::new();
             let out = generator
                 .generate(&prompt, &greedy(want.len()), &mut |t| {

@@ -90,13 +90,13 @@ fn spare_pool() -> std::sync::MutexGuard<'static, Spare> {
     SPARE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Gives a float tensor's storage to the spare pool when it is large (a tensor sharing its
-/// storage with another is copied first, so give back only tensors you hold alone).
+/// Gives a float tensor's storage to the spare pool when it is large and no other tensor shares
+/// it (a shared one is only dropped: pooling a copy would cost what the pool saves).
 pub fn recycle(tensor: Tensor) {
     if tensor.numel() < SPARE_MIN_LEN || tensor.as_f32().is_none() {
         return;
     }
-    if let TensorData::Float(values) = tensor.into_data() {
+    if let Some(TensorData::Float(values)) = tensor.into_sole_data() {
         recycle_vec(values);
     }
 }
