@@ -77,9 +77,10 @@ pub struct LayeredGenerator<'m> {
     decode: Vec<Program>,
     /// Prefill programs by bucket length.
     prefill: HashMap<usize, Vec<Program>>,
-    /// Per layer, `cache_rows × kv_dim` keys and values.
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+    /// Per layer, `cache_rows × kv_dim` keys and values in the programs' dtype: handed to a decode
+    /// step by sharing (no copy) and written in place once the step's inputs are dropped.
+    keys: Vec<Tensor>,
+    values: Vec<Tensor>,
     len: usize,
     compiled: usize,
 }
@@ -100,7 +101,8 @@ impl<'m> LayeredGenerator<'m> {
             )));
         }
         let cache_rows = options.capacity.div_ceil(options.decode_bucket) * options.decode_bucket;
-        let kv = cache_rows * cfg.n_kv_heads * cfg.head_dim();
+        let cache_type = TensorType::new(options.dtype, [cache_rows, cfg.n_kv_heads * cfg.head_dim()]);
+        let empty_cache = || (0..cfg.n_layers).map(|_| Tensor::zeros(&cache_type)).collect();
         let mut generator = LayeredGenerator {
             model,
             device,
@@ -109,8 +111,8 @@ impl<'m> LayeredGenerator<'m> {
             head: Program::compile(&head_graph(model)?, host)?,
             decode: Vec::new(),
             prefill: HashMap::new(),
-            keys: vec![vec![0.0; kv]; cfg.n_layers],
-            values: vec![vec![0.0; kv]; cfg.n_layers],
+            keys: empty_cache(),
+            values: empty_cache(),
             len: 0,
             compiled: 0,
         };
@@ -202,13 +204,34 @@ impl<'m> LayeredGenerator<'m> {
         Ok(self.head.fetch(&out, "logits")?.to_f32_vec())
     }
 
-    /// Stores `rows` rows of a `[_, kv_dim]` key and value output at cache position `at`.
-    fn store(&mut self, layer: usize, k: &Tensor, v: &Tensor, rows: usize, at: usize) {
+    /// Stores `rows` rows of a `[_, kv_dim]` key and value output at cache position `at` (in place
+    /// when no step input still shares the layer's cache), rounded to the cache's dtype.
+    fn store(&mut self, layer: usize, k: &Tensor, v: &Tensor, rows: usize, at: usize) -> Result<()> {
         let kv_dim = self.cfg().n_kv_heads * self.cfg().head_dim();
-        let n = rows * kv_dim;
-        let (k, v) = (k.to_f32_vec(), v.to_f32_vec());
-        self.keys[layer][at * kv_dim..at * kv_dim + n].copy_from_slice(&k[..n]);
-        self.values[layer][at * kv_dim..at * kv_dim + n].copy_from_slice(&v[..n]);
+        let (n, half) = (rows * kv_dim, self.options.dtype == DType::F16);
+        let (Some(keys), Some(values)) = (self.keys.get_mut(layer), self.values.get_mut(layer)) else {
+            return Err(ModelError::Usage(format!("the cache has no layer {layer}")));
+        };
+        for (cache, output) in [(keys, k), (values, v)] {
+            let output = output.to_f32_vec();
+            let stored = cache
+                .as_f32_mut()
+                .and_then(|c| c.get_mut(at * kv_dim..at * kv_dim + n))
+                .zip(output.get(..n));
+            let Some((stored, output)) = stored else {
+                return Err(ModelError::Usage(format!(
+                    "cannot store {rows} cache rows at {at} from {} values",
+                    output.len()
+                )));
+            };
+            stored.copy_from_slice(output);
+            if half {
+                stored
+                    .iter_mut()
+                    .for_each(|x| *x = orion_core::tensor::round_to_f16(*x));
+            }
+        }
+        Ok(())
     }
 
     /// The padded prompt length for `n` tokens.
@@ -248,7 +271,7 @@ impl TokenStepper for LayeredGenerator<'_> {
         let result: Result<()> = (0..self.cfg().n_layers).try_for_each(|layer| {
             let xt = float_tensor(dtype, vec![bucket, d], x.clone())?;
             let out = self.run_layer(&programs, layer, &[("x", xt)])?;
-            self.store(layer, &out[1], &out[2], n, 0);
+            self.store(layer, &out[1], &out[2], n, 0)?;
             x = out[0].to_f32_vec();
             x[n * d..].iter_mut().for_each(|v| *v = 0.0);
             Ok(())
@@ -267,7 +290,6 @@ impl TokenStepper for LayeredGenerator<'_> {
             )));
         }
         let cfg = self.cfg();
-        let kv_dim = cfg.n_kv_heads * cfg.head_dim();
         let mut row = self.embed_row(token, position)?;
         let mask = decode_mask_rows(self.cache_rows, position, bucket, dtype)?;
         let rope = match cfg.family {
@@ -279,21 +301,17 @@ impl TokenStepper for LayeredGenerator<'_> {
             let mut data = vec![
                 ("x", bucket_rows(&row, bucket, dtype)?),
                 ("mask", mask.clone()),
-                (
-                    "cache.k",
-                    float_tensor(dtype, vec![self.cache_rows, kv_dim], self.keys[layer].clone())?,
-                ),
-                (
-                    "cache.v",
-                    float_tensor(dtype, vec![self.cache_rows, kv_dim], self.values[layer].clone())?,
-                ),
+                ("cache.k", self.keys[layer].clone()),
+                ("cache.v", self.values[layer].clone()),
             ];
             if let Some((cos, sin)) = &rope {
                 data.push(("cos", cos.clone()));
                 data.push(("sin", sin.clone()));
             }
             let out = self.run_layer(&programs, layer, &data)?;
-            self.store(layer, &out[1], &out[2], 1, position);
+            // The inputs share the cache's storage: dropped first, the cache is written in place.
+            drop(data);
+            self.store(layer, &out[1], &out[2], 1, position)?;
             row = out[0].to_f32_vec()[..cfg.dim].to_vec();
             Ok(())
         });
