@@ -14,14 +14,15 @@
 //! second half of each block's tiles prefetches the next block of `A` (in prefill its rows were
 //! mostly just written by the other core: 3–5 % on GPT-2's 128-row products measured that way). Work is
 //! split across rayon tasks by column ranges when `A` is the smaller operand (each task streams
-//! its own part of `B`) and by row blocks otherwise.
+//! its own part of `B`) and by row blocks otherwise. A packed product may carry an epilogue, which
+//! each task applies to its row parts of `C` once they are complete (see `super::epilogue`).
 //!
 //! Measured with both threads, GPT-2 weight shapes streamed from memory: row-major `B` (criterion
 //! bench `small_row_gemm`) 1.7–2× the `gemm` crate at 16–64 rows, about even at 128 and slower from
 //! there on, so the backend uses it below 128 rows only. Packed `B` (`orion bench inference`,
-//! interleaved with the previous build): GPT-2 prefill of 64 tokens 82–86 → 59–63 ms, of 128 tokens
-//! unchanged (101–106 ms; the crate's micro-kernel reaches about 91 % of the f32 peak on large
-//! products, this one about 85 %, which cancels the saved packing at 128 rows).
+//! interleaved with the previous build): GPT-2 prefill of 16 tokens 47–58 → 28–32 ms, of 64 tokens
+//! 85–107 → 59–70 ms; at 128 tokens, with the epilogues and 288-row blocks, 104.1 → 96.1 ms median
+//! against the unpacked plan (interleaved in one process), and even with it at 256 tokens.
 //!
 //! Unsafe: the micro-kernels use raw pointers and AVX-512 intrinsics. [`gemm_row_major`] and
 //! [`gemm_packed`] check, before any kernel runs, that every element reachable from the given

@@ -479,12 +479,8 @@ pub(crate) fn run_packed(
     for (batch, (o, &(ao, _))) in out.chunks_mut(m * n).zip(&plan.batches).enumerate() {
         let a_data = a.f32_range(ao, span(m, k, plan.a))?;
         let base = batch * m * n;
-        let rows = |i: usize, j: usize, values: &mut [f32]| {
-            if let Some(e) = epilogue {
-                e.apply(base + i * n + j, values);
-            }
-        };
-        let rows: Option<&RowEpilogue<'_>> = epilogue.map(|_| &rows as &RowEpilogue<'_>);
+        let apply = epilogue.map(|e| move |i: usize, j: usize, values: &mut [f32]| e.apply(base + i * n + j, values));
+        let rows = apply.as_ref().map(|f| f as &RowEpilogue<'_>);
         if !gemm_packed(o, n, &a_data, (plan.a.rs, plan.a.cs), packed, m, (false, threads), rows)? {
             return Err(error("on a CPU without the AVX-512 kernel"));
         }
