@@ -2,16 +2,23 @@
 //! row of `W` contiguous over K (the `nn.Linear` layout read as `x · Wᵀ`, a key cache read as
 //! `q · Kᵀ`, or a left matrix times a column vector), f32 or half-precision rows.
 //!
-//! Decode is bound by memory bandwidth (every weight is read once per token), so the kernel streams
-//! four rows at a time with one vector accumulator each and converts half rows in registers
-//! (`vcvtph2ps`), reading each weight byte exactly once; half rows are prefetched 4 KB ahead. On
-//! x86-64 the widest kernel the CPU supports is picked at run time (`is_x86_feature_detected!`):
-//! AVX-512 (F/BW/VL with FMA and F16C; masked loads for the last `k % 16` columns), else AVX2+FMA
-//! (+F16C); everywhere else, and on CPUs without those features, a portable kernel with `LANES`
-//! independent accumulators runs (LLVM vectorises it for the baseline target, e.g. NEON on Apple
-//! silicon). Measured on the 2-core Xeon (one 400 MB matrix of 768-wide rows, two threads, rounds
-//! interleaved): AVX-512 streamed 27.6–28.2 GB/s of f32 rows against 25.5–25.7 for AVX2, and
-//! 26 GB/s of half rows against 23; a decode-like sequence of 49 matrices (438 MB) 24–26 GB/s.
+//! Decode is bound by memory bandwidth (every weight is read once per token), so the kernel reads
+//! one row after another, each front to back as a single stream with four vector accumulators, and
+//! converts half rows in registers (`vcvtph2ps`), reading each weight byte exactly once. On x86-64
+//! the widest kernel the CPU supports is picked at run time (`is_x86_feature_detected!`): AVX-512
+//! (F/BW/VL with FMA and F16C; masked loads for the last `k % 16` columns), else AVX2+FMA (+F16C);
+//! everywhere else, and on CPUs without those features, a portable kernel with `LANES` independent
+//! accumulators runs (LLVM vectorises it for the baseline target, e.g. NEON on Apple silicon).
+//!
+//! Until 2026-11-27 the kernels read four rows at a time (one accumulator per row, sharing each
+//! load of `x`), with half rows prefetched 4 KB ahead: on the 2-core Xeon that streamed 27.6–28.2
+//! GB/s of f32 rows. On the 2-core AMD EPYC (Zen 4) it streamed only 22–25 GB/s of f32 and 19–20 of
+//! half rows, while llama2.c's one-row-at-a-time loop decoded the same file faster than we did.
+//! One stream per task measured there (a decode-like sequence of 49 matrices, 438 MB of f32 or 219
+//! MB of halves, two threads, alternated runs, median): AVX-512 f32 25.5 → 27.6–32.7 GB/s, half
+//! 19.0–20.4 → 28.9–31.8; AVX2 f32 21.7–23.2 → 26.2–30.8, half 18.3–20.3 → 30.3–32.9. Software
+//! prefetch made the one-stream kernel slower there (half rows 31.9 → 28.5 GB/s), so there is none.
+//! Not measured on the Xeon since.
 //!
 //! Invariants: [`gemv`] checks every length before any kernel runs (a wrong size is an error, never
 //! an out-of-bounds read); rows are split across rayon tasks in fixed chunks, each output written
@@ -188,12 +195,6 @@ mod avx512 {
 
     /// Sixteen elements at `p` as f32 (all of them, or only the lanes set in `mask`, the others 0).
     trait Load16: Copy {
-        /// Elements per 64-byte cache line.
-        const PER_LINE: usize;
-        /// Elements ahead of the current column that are prefetched (0: none). Measured on the
-        /// 2-core Xeon (a decode-like sequence of 49 matrices, 219 MB of halves): 16–17 GB/s
-        /// without and 20–22 GB/s with 4 KB of prefetch; f32 rows were not faster with it.
-        const PREFETCH: usize;
         /// # Safety
         /// `p..p + 16` must be readable and the CPU must support AVX-512 F/BW/VL.
         unsafe fn load16(p: *const Self) -> __m512;
@@ -203,8 +204,6 @@ mod avx512 {
     }
 
     impl Load16 for f32 {
-        const PER_LINE: usize = 16;
-        const PREFETCH: usize = 0;
         #[inline(always)]
         unsafe fn load16(p: *const f32) -> __m512 {
             // SAFETY: the caller guarantees sixteen readable f32s at `p`; the load is unaligned.
@@ -219,8 +218,6 @@ mod avx512 {
     }
 
     impl Load16 for f16 {
-        const PER_LINE: usize = 32;
-        const PREFETCH: usize = 2048;
         #[inline(always)]
         unsafe fn load16(p: *const f16) -> __m512 {
             // SAFETY: the caller guarantees sixteen readable halves (32 bytes) at `p`; unaligned.
@@ -253,12 +250,14 @@ mod avx512 {
         unsafe { dot_rows(m, stride, x, y) }
     }
 
-    /// Four rows at a time (one accumulator per row), then the remaining rows one by one with the
-    /// same operations, so a row's result does not depend on its group.
+    /// One row after another, each read front to back as one stream with `ACCUMULATORS` vector
+    /// accumulators (64 columns a step, then 16, then the masked tail into the first), so every
+    /// row's result comes from the same operations.
     #[inline(always)]
     unsafe fn dot_rows<T: Load16>(m: &[T], stride: usize, x: &[f32], y: &mut [f32]) {
         let k = x.len();
         let body = k - k % 16;
+        let wide = k - k % (16 * ACCUMULATORS);
         let mask: __mmask16 = ((1u32 << (k % 16)) - 1) as __mmask16;
         let rows = y.len();
         if rows == 0 {
@@ -266,56 +265,36 @@ mod avx512 {
         }
         debug_assert!(m.len() >= (rows - 1) * stride + k);
         let (mp, xp) = (m.as_ptr(), x.as_ptr());
-        let mut r = 0;
-        // SAFETY (both loops): row `r + j` starts at `(r + j)·stride` with `r + j < rows`; full
-        // loads read columns `i..i + 16` with `i + 16 <= body <= k`, the masked tail load reads
-        // only columns `body..k`, so the last element read is below `(rows - 1)·stride + k <=
-        // m.len()`; `x` loads read within `0..k` the same way. The caller guarantees the features.
+        // SAFETY: row `r` starts at `r·stride` with `r < rows`; full loads read columns
+        // `i..i + 16` with `i + 16 <= body <= k`, the masked tail load reads only columns
+        // `body..k`, so the last element read is below `(rows - 1)·stride + k <= m.len()`; `x`
+        // loads read within `0..k` the same way. The caller guarantees the features.
         unsafe {
             let x_tail = _mm512_maskz_loadu_ps(mask, xp.add(body));
-            while r + 4 <= rows {
-                let rp = [
-                    mp.add(r * stride),
-                    mp.add((r + 1) * stride),
-                    mp.add((r + 2) * stride),
-                    mp.add((r + 3) * stride),
-                ];
-                let mut acc = [_mm512_setzero_ps(); 4];
-                let mut i = 0;
-                while i < body {
-                    let xv = _mm512_loadu_ps(xp.add(i));
-                    if T::PREFETCH > 0 && i % T::PER_LINE == 0 {
-                        // A prefetch is a hint that never faults; `wrapping_add` keeps the address
-                        // computation defined when it points past the matrix.
-                        for p in rp {
-                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + T::PREFETCH).cast::<i8>());
-                        }
-                    }
-                    for j in 0..4 {
-                        acc[j] = _mm512_fmadd_ps(T::load16(rp[j].add(i)), xv, acc[j]);
-                    }
-                    i += 16;
-                }
-                for j in 0..4 {
-                    let a = _mm512_fmadd_ps(T::load16_masked(rp[j].add(body), mask), x_tail, acc[j]);
-                    y[r + j] = _mm512_reduce_add_ps(a);
-                }
-                r += 4;
-            }
-            while r < rows {
+            for (r, out) in y.iter_mut().enumerate() {
                 let rp = mp.add(r * stride);
-                let mut a = _mm512_setzero_ps();
+                let mut acc = [_mm512_setzero_ps(); ACCUMULATORS];
                 let mut i = 0;
+                while i < wide {
+                    for (j, lanes) in acc.iter_mut().enumerate() {
+                        let at = i + 16 * j;
+                        *lanes = _mm512_fmadd_ps(T::load16(rp.add(at)), _mm512_loadu_ps(xp.add(at)), *lanes);
+                    }
+                    i += 16 * ACCUMULATORS;
+                }
                 while i < body {
-                    a = _mm512_fmadd_ps(T::load16(rp.add(i)), _mm512_loadu_ps(xp.add(i)), a);
+                    acc[0] = _mm512_fmadd_ps(T::load16(rp.add(i)), _mm512_loadu_ps(xp.add(i)), acc[0]);
                     i += 16;
                 }
-                a = _mm512_fmadd_ps(T::load16_masked(rp.add(body), mask), x_tail, a);
-                y[r] = _mm512_reduce_add_ps(a);
-                r += 1;
+                acc[0] = _mm512_fmadd_ps(T::load16_masked(rp.add(body), mask), x_tail, acc[0]);
+                let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+                *out = _mm512_reduce_add_ps(sum);
             }
         }
     }
+
+    /// Vector accumulators per row (four multiply-adds in flight hide their latency).
+    const ACCUMULATORS: usize = 4;
 }
 
 /// The AVX2 + FMA (+ F16C) kernels.
@@ -343,12 +322,6 @@ mod x86 {
 
     /// Eight elements at `p` as f32 (one unaligned load of f32s, or of halves converted).
     trait Load: Copy {
-        /// Elements per 64-byte cache line.
-        const PER_LINE: usize;
-        /// Elements ahead of the current column that are prefetched (0: none). Measured on the
-        /// 2-core Xeon: half rows read from memory reached 13 GB/s without and 17 GB/s with 4 KB
-        /// of prefetch; f32 rows were not faster with it.
-        const PREFETCH: usize;
         /// # Safety
         /// `p..p + 8` must be readable and the CPU must support AVX2, FMA and F16C.
         unsafe fn load8(p: *const Self) -> __m256;
@@ -356,8 +329,6 @@ mod x86 {
     }
 
     impl Load for f32 {
-        const PER_LINE: usize = 16;
-        const PREFETCH: usize = 0;
         #[inline(always)]
         unsafe fn load8(p: *const f32) -> __m256 {
             // SAFETY: the caller guarantees eight readable f32s at `p`; the load is unaligned.
@@ -369,8 +340,6 @@ mod x86 {
     }
 
     impl Load for f16 {
-        const PER_LINE: usize = 32;
-        const PREFETCH: usize = 2048;
         #[inline(always)]
         unsafe fn load8(p: *const f16) -> __m256 {
             // SAFETY: the caller guarantees eight readable halves (16 bytes) at `p` and F16C
@@ -402,72 +371,43 @@ mod x86 {
         unsafe { dot_rows(m, stride, x, y) }
     }
 
-    /// Four rows at a time (one accumulator per row), then the remaining rows one by one with the
-    /// same operations; the last `k % 8` columns of each row in scalar code.
+    /// One row after another, each read front to back as one stream with four vector
+    /// accumulators (32 columns a step, then 8 into the first), the last `k % 8` columns in scalar
+    /// code; every row's result comes from the same operations.
     #[inline(always)]
     unsafe fn dot_rows<T: Load>(m: &[T], stride: usize, x: &[f32], y: &mut [f32]) {
         let k = x.len();
         let body = k - k % 8;
+        let wide = k - k % 32;
         let rows = y.len();
         if rows == 0 {
             return;
         }
         debug_assert!(m.len() >= (rows - 1) * stride + k);
         let (mp, xp) = (m.as_ptr(), x.as_ptr());
-        let tail = |row: usize| -> f32 { (body..k).map(|i| m[row * stride + i].to_f32() * x[i]).sum() };
-        let mut r = 0;
-        // SAFETY (both loops): row `r + j` starts at `(r + j)·stride` with `r + j < rows`, and
-        // every vector load reads columns `i..i + 8` with `i + 8 <= body <= k`, so the last element
-        // read is below `(rows - 1)·stride + k <= m.len()`; `x` loads read `i..i + 8 <= k`. The
-        // caller guarantees AVX2/FMA (and F16C for halves).
+        // SAFETY: row `r` starts at `r·stride` with `r < rows`, and every vector load reads
+        // columns `i..i + 8` with `i + 8 <= body <= k`, so the last element read is below
+        // `(rows - 1)·stride + k <= m.len()`; `x` loads read `i..i + 8 <= k`. The caller
+        // guarantees AVX2/FMA (and F16C for halves).
         unsafe {
-            while r + 4 <= rows {
-                let rp = [
-                    mp.add(r * stride),
-                    mp.add((r + 1) * stride),
-                    mp.add((r + 2) * stride),
-                    mp.add((r + 3) * stride),
-                ];
-                let (mut a0, mut a1, mut a2, mut a3) = (
-                    _mm256_setzero_ps(),
-                    _mm256_setzero_ps(),
-                    _mm256_setzero_ps(),
-                    _mm256_setzero_ps(),
-                );
-                let mut i = 0;
-                while i < body {
-                    let xv = _mm256_loadu_ps(xp.add(i));
-                    if T::PREFETCH > 0 && i % T::PER_LINE == 0 {
-                        // A prefetch is a hint that never faults; `wrapping_add` keeps the address
-                        // computation defined when it points past the matrix.
-                        for p in rp {
-                            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + T::PREFETCH).cast::<i8>());
-                        }
-                    }
-                    a0 = _mm256_fmadd_ps(T::load8(rp[0].add(i)), xv, a0);
-                    a1 = _mm256_fmadd_ps(T::load8(rp[1].add(i)), xv, a1);
-                    a2 = _mm256_fmadd_ps(T::load8(rp[2].add(i)), xv, a2);
-                    a3 = _mm256_fmadd_ps(T::load8(rp[3].add(i)), xv, a3);
-                    i += 8;
-                }
-                y[r] = hsum(a0) + tail(r);
-                y[r + 1] = hsum(a1) + tail(r + 1);
-                y[r + 2] = hsum(a2) + tail(r + 2);
-                y[r + 3] = hsum(a3) + tail(r + 3);
-                r += 4;
-            }
-            while r < rows {
-                // The same operations per row as above, so a row's result does not depend on
-                // whether it was computed in a group of four.
+            for (r, out) in y.iter_mut().enumerate() {
                 let rp = mp.add(r * stride);
-                let mut a0 = _mm256_setzero_ps();
+                let mut acc = [_mm256_setzero_ps(); 4];
                 let mut i = 0;
+                while i < wide {
+                    for (j, lanes) in acc.iter_mut().enumerate() {
+                        let at = i + 8 * j;
+                        *lanes = _mm256_fmadd_ps(T::load8(rp.add(at)), _mm256_loadu_ps(xp.add(at)), *lanes);
+                    }
+                    i += 32;
+                }
                 while i < body {
-                    a0 = _mm256_fmadd_ps(T::load8(rp.add(i)), _mm256_loadu_ps(xp.add(i)), a0);
+                    acc[0] = _mm256_fmadd_ps(T::load8(rp.add(i)), _mm256_loadu_ps(xp.add(i)), acc[0]);
                     i += 8;
                 }
-                y[r] = hsum(a0) + tail(r);
-                r += 1;
+                let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                let tail: f32 = (body..k).map(|c| m[r * stride + c].to_f32() * x[c]).sum();
+                *out = hsum(sum) + tail;
             }
         }
     }
@@ -514,6 +454,8 @@ mod tests {
             (6, 15, 1),
             (11, 47, 0),
             (8, 64, 16),
+            (4, 100, 2),
+            (3, 129, 0),
         ] {
             let stride = k + pad;
             let m = values((rows - 1) * stride + k, rows);
