@@ -18,7 +18,8 @@
 //! MB of halves, two threads, alternated runs, median): AVX-512 f32 25.5 → 27.6–32.7 GB/s, half
 //! 19.0–20.4 → 28.9–31.8; AVX2 f32 21.7–23.2 → 26.2–30.8, half 18.3–20.3 → 30.3–32.9. Software
 //! prefetch made the one-stream kernel slower there (half rows 31.9 → 28.5 GB/s), so there is none.
-//! Not measured on the Xeon since.
+//! Not measured on the Xeon since. On that EPYC the memory read rate itself moves between 30 and
+//! 49 GB/s within minutes (neighbouring machines), so only alternated runs compare.
 //!
 //! Invariants: [`gemv`] checks every length before any kernel runs (a wrong size is an error, never
 //! an out-of-bounds read); rows are split across rayon tasks in fixed chunks, each output written
@@ -78,7 +79,10 @@ pub fn gemv(matrix: MatrixRows<'_>, stride: usize, x: &[f32], y: &mut [f32], thr
         rows_range(matrix, stride, x, 0, y);
         return Ok(());
     }
-    let per_task = rows.div_ceil(threads * 2).max(MIN_TASK_ROWS);
+    // One contiguous part per thread, so each core streams a single region (two parts per thread,
+    // for balancing, were slower in 5 of 6 alternated runs of the decode-like sequence: 13.6–17.4
+    // against 13.7–15.3 ms median on the EPYC).
+    let per_task = rows.div_ceil(threads).max(MIN_TASK_ROWS);
     y.par_chunks_mut(per_task)
         .enumerate()
         .for_each(|(task, ys)| rows_range(matrix, stride, x, task * per_task, ys));
