@@ -40,10 +40,10 @@
 //! weights and uses the `gemm` crate.
 #![allow(unsafe_code)]
 
+use super::gemv::widen_halves;
 use crate::error::Result;
 use crate::interp::exec_error;
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// 16-lane vectors per row of a micro-kernel tile.
@@ -545,7 +545,7 @@ fn pack_right(b: RightRows<'_>, ldb: usize, (p0, kc): (usize, usize), (jc, nc): 
             let from = (p0 + p) * ldb + j;
             match b {
                 RightRows::F32(b) => dst[..width].copy_from_slice(&b[from..from + width]),
-                RightRows::F16(b) => b[from..from + width].convert_to_f32_slice(&mut dst[..width]),
+                RightRows::F16(b) => widen_halves(&b[from..from + width], &mut dst[..width]),
             }
             dst[width..].fill(0.0);
         }

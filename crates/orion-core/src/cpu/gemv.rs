@@ -89,6 +89,22 @@ pub fn gemv(matrix: MatrixRows<'_>, stride: usize, x: &[f32], y: &mut [f32], thr
     Ok(())
 }
 
+/// `dst[i] = src[i]` as f32 for every `i < min(len)` (exact: every half is an f32). With AVX-512,
+/// sixteen at a time in registers (`vcvtph2ps`, the instruction the `half` crate's F16C path
+/// uses, so the same bits); elsewhere through the `half` crate, which converts eight per call.
+pub(crate) fn widen_halves(src: &[f16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU supports AVX-512 F/BW/VL and F16C (checked just above); both slices
+        // hold `n` elements.
+        unsafe { avx512::widen(src, dst) };
+        return;
+    }
+    src.convert_to_f32_slice(dst);
+}
+
 /// Rows `first..first + y.len()` of the product (lengths checked by the caller).
 fn rows_range(matrix: MatrixRows<'_>, stride: usize, x: &[f32], first: usize, y: &mut [f32]) {
     let k = x.len();
@@ -297,6 +313,28 @@ mod avx512 {
         }
     }
 
+    /// Widens `src` into `dst` (equal lengths), sixteen halves a step, the tail masked.
+    ///
+    /// # Safety
+    /// [`available`] holds; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+    pub(super) unsafe fn widen(src: &[f16], dst: &mut [f32]) {
+        let n = src.len();
+        let body = n - n % 16;
+        let mask: __mmask16 = ((1u32 << (n % 16)) - 1) as __mmask16;
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+        // SAFETY: full steps read and write `i..i + 16 <= body <= n`; the tail touches only the
+        // masked lanes `body..n` (masked-out lanes are neither read nor written).
+        unsafe {
+            let mut i = 0;
+            while i < body {
+                _mm512_storeu_ps(dp.add(i), f16::load16(sp.add(i)));
+                i += 16;
+            }
+            _mm512_mask_storeu_ps(dp.add(body), mask, f16::load16_masked(sp.add(body), mask));
+        }
+    }
+
     /// Vector accumulators per row (four multiply-adds in flight hide their latency).
     const ACCUMULATORS: usize = 4;
 }
@@ -497,6 +535,40 @@ mod tests {
                 unsafe { avx512::dot_rows_f16(&halves, stride, &x, &mut y) };
                 assert_close(&y, &expected, "avx512 f16");
             }
+        }
+    }
+
+    #[test]
+    fn widened_halves_match_the_half_crate_bit_for_bit() {
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -2.5,
+            65504.0,
+            6.0e-8,
+            -6.1e-5,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
+        for len in [0, 1, 15, 16, 17, 100] {
+            let mut halves: Vec<f16> = values(len, len).iter().map(|&v| f16::from_f32(v * 300.0)).collect();
+            for (h, &v) in halves.iter_mut().zip(&specials) {
+                *h = f16::from_f32(v);
+            }
+            if len > specials.len() {
+                halves[specials.len()] = f16::NAN;
+            }
+            let mut expected = vec![0.0f32; len];
+            halves.convert_to_f32_slice(&mut expected);
+            let mut got = vec![f32::NAN; len + 3];
+            widen_halves(&halves, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got[..len]), bits(&expected), "length {len}");
+            assert!(
+                got[len..].iter().all(|v| v.is_nan()),
+                "wrote past the source at length {len}"
+            );
         }
     }
 

@@ -28,7 +28,7 @@
 
 use super::epilogue::Epilogue;
 use super::gemm_kernel::{gemm_packed, gemm_row_major, PackedRight, RightRows, RowEpilogue};
-use super::gemv::{gemv, MatrixRows};
+use super::gemv::{gemv, widen_halves, MatrixRows};
 use super::storage::{kind_error, View};
 use crate::error::Result;
 use crate::interp::exec_error;
@@ -772,9 +772,9 @@ fn convert(src: &[f16], scratch: &mut Vec<f32>, threads: usize) {
         let chunk = src.len().div_ceil(threads * 2);
         dst.par_chunks_mut(chunk)
             .zip(src.par_chunks(chunk))
-            .for_each(|(d, s)| s.convert_to_f32_slice(d));
+            .for_each(|(d, s)| widen_halves(s, d));
     } else {
-        src.convert_to_f32_slice(dst);
+        widen_halves(src, dst);
     }
 }
 
