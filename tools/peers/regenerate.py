@@ -5,12 +5,18 @@ llama2.c `run.c`) — in interleaved rounds, and prints the table rows in Markdo
     cargo build --release -p orion-cli
     python3 tools/peers/make_llama2c_model.py --shape stories110M --out /tmp/peers
     gcc -Ofast -fopenmp -march=native run.c -lm -o /tmp/llama2c/run     # llama2.c's run.c, outside the repo
+    gcc -Ofast -march=native -fopenmp tools/peers/read_bandwidth.c -o /tmp/read_bandwidth
+    gcc -O2 -march=native -fopenmp tools/peers/fma_peak.c -o /tmp/fma_peak
     python3 tools/peers/regenerate.py --orion target/release/orion --run-c /tmp/llama2c/run \\
+        --read-bandwidth /tmp/read_bandwidth --fma-peak /tmp/fma_peak \\
         --peers /tmp/peers --rounds 3 --out /tmp/orion-bench-results
 
 The machine is shared, so every measurement first waits (up to --quiet-wait seconds) until the CPUs have
 been at least 90 % idle for 3 s, and the rounds interleave ours and the peers'. Each figure is reported
-as the median over rounds and the best round (least disturbed). Raw results (every `--json` run and
+as the median over rounds and the best round (least disturbed). With --read-bandwidth and --fma-peak
+each round also measures the machine's memory read rate (before the GPT-2 decodes and again before the
+Stories110M file decodes) and its multiply-add peak, so every round's figures have their bounds beside
+them; the decode rows also record the weights' GB/s, to set against the read rate. Raw results (every `--json` run and
 every peer's output) go to --out. Needs the venv of torch_bench.py for the PyTorch rows (--python).
 """
 import argparse
@@ -83,16 +89,34 @@ def run_c(args, key):
     return {"run.c Stories110M file decode tok/s": float(match.group(1))}
 
 
+def machine_rate(binary, key, label, args):
+    """Runs read_bandwidth.c or fma_peak.c (both print the rate first); returns {label: rate}."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    out = subprocess.run([binary], env=env, capture_output=True, text=True, check=True).stdout
+    with open(os.path.join(args.out, f"{key}.txt"), "a") as f:
+        f.write(out)
+    return {label: float(out.split()[0])}
+
+
 def measurements(args):
     """(key, function) pairs, one per process run."""
     file_model = os.path.join(args.peers, "model.bin")
-    items = [
+    items = []
+    if args.fma_peak:
+        items.append(("machine_fma", lambda: machine_rate(args.fma_peak, "machine_fma",
+                                                           "machine f32 multiply-add GFLOP/s", args)))
+    if args.read_bandwidth:
+        items.append(("machine_read_gpt2", lambda: machine_rate(
+            args.read_bandwidth, "machine_read_gpt2", "machine read GB/s (before GPT-2)", args)))
+    items += [
         ("orion_gpt2_f32", lambda: orion(args, "orion_gpt2_f32", ["inference", "--model", "gpt2"], [
             ("orion GPT-2 decode f32 tok/s", "decode", "tok/s"),
+            ("orion GPT-2 decode f32 weights GB/s", "decode", "weights GB/s"),
             ("orion GPT-2 prefill 128 f32 ms", "prefill 128", "ms")])),
         ("orion_gpt2_f16", lambda: orion(args, "orion_gpt2_f16",
                                          ["inference", "--model", "gpt2", "--weights", "f16"], [
             ("orion GPT-2 decode f16 tok/s", "decode", "tok/s"),
+            ("orion GPT-2 decode f16 weights GB/s", "decode", "weights GB/s"),
             ("orion GPT-2 prefill 128 f16 ms", "prefill 128", "ms")])),
         ("orion_train_15m", lambda: orion(args, "orion_train_15m", ["training", "--model", "stories15M"], [
             ("orion Stories15M step (8x256) ms", "step", "ms")])),
@@ -104,9 +128,13 @@ def measurements(args):
             ("orion compile dynamic total ms", "dynamic (weights as inputs)", "ms")])),
     ]
     if os.path.exists(file_model):
+        if args.read_bandwidth:
+            items.append(("machine_read_file", lambda: machine_rate(
+                args.read_bandwidth, "machine_read_file", "machine read GB/s (before the Stories110M file)", args)))
         items.append(("orion_file_110m", lambda: orion(args, "orion_file_110m",
                                                        ["inference", "--model", file_model], [
-            ("orion Stories110M file decode tok/s", "decode", "tok/s")])))
+            ("orion Stories110M file decode tok/s", "decode", "tok/s"),
+            ("orion Stories110M file decode weights GB/s", "decode", "weights GB/s")])))
         if args.run_c:
             items.append(("runc_file_110m", lambda: run_c(args, "runc_file_110m")))
     if not args.skip_torch:
@@ -130,6 +158,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orion", default="target/release/orion")
     parser.add_argument("--run-c", help="a built llama2.c run.c binary")
+    parser.add_argument("--read-bandwidth", help="a built tools/peers/read_bandwidth.c (each round)")
+    parser.add_argument("--fma-peak", help="a built tools/peers/fma_peak.c (each round)")
     parser.add_argument("--peers", default="/tmp/peers", help="directory of make_llama2c_model.py's files")
     parser.add_argument("--python", default=sys.executable, help="a Python with torch and transformers")
     parser.add_argument("--rounds", type=int, default=3)
@@ -154,6 +184,23 @@ def main():
     for label, values in samples.items():
         best = min(values) if label.endswith(" ms") else max(values)
         print(f"| {label} | {statistics.median(values):.1f} | {best:.1f} | {len(values)} |")
+    print_stream_shares(samples)
+
+
+def print_stream_shares(samples):
+    """Per round: each decode's weights GB/s as a share of the read rate measured just before it."""
+    pairs = [("orion GPT-2 decode f32 weights GB/s", "machine read GB/s (before GPT-2)"),
+             ("orion GPT-2 decode f16 weights GB/s", "machine read GB/s (before GPT-2)"),
+             ("orion Stories110M file decode weights GB/s", "machine read GB/s (before the Stories110M file)")]
+    rows = [(d, r) for d, r in pairs if d in samples and r in samples]
+    if not rows:
+        return
+    print("\n| decode weights GB/s ÷ read GB/s | " + " | ".join(f"round {i + 1}" for i in range(
+        len(samples[rows[0][0]]))) + " |")
+    print("|---|" + "---|" * len(samples[rows[0][0]]))
+    for decode, read in rows:
+        shares = [f"{d / r:.2f} ({d:.1f} / {r:.1f})" for d, r in zip(samples[decode], samples[read])]
+        print(f"| {decode.removesuffix(' weights GB/s')} | " + " | ".join(shares) + " |")
 
 
 if __name__ == "__main__":
