@@ -24,8 +24,8 @@
 //! 85–107 → 59–70 ms; at 128 tokens, with the epilogues and 288-row blocks, 104.1 → 96.1 ms median
 //! against the unpacked plan (interleaved in one process), and even with it at 256 tokens.
 //!
-//! Unsafe: the micro-kernels use raw pointers and AVX-512 intrinsics. [`gemm_row_major`] and
-//! [`gemm_packed`] check, before any kernel runs, that every element reachable from the given
+//! Unsafe: the micro-kernels use raw pointers and AVX-512 intrinsics. [`gemm_row_major`],
+//! [`gemm_strided_left`] and [`gemm_packed`] check, before any kernel runs, that every element reachable from the given
 //! dimensions and strides lies inside the slices, and that rows of `C` do not overlap; a
 //! [`PackedRight`] holds exactly the strips of its `(k, n)`, which the product must match; tasks
 //! write disjoint parts of `C` (distinct rows, or distinct columns of the same rows). Prefetches
@@ -36,7 +36,7 @@
 //! multiply-add per step (within `Tolerance::F32` of the interpreter's sequential sums); results
 //! do not depend on the thread count, nor on whether `B` was packed beforehand (every split
 //! assigns whole elements, each computed in the same order). On CPUs without AVX-512, and off
-//! x86-64, [`gemm_row_major`] and [`gemm_packed`] return `Ok(false)`; the backend then packs no
+//! x86-64, the three entry points return `Ok(false)`; the backend then packs no
 //! weights and uses the `gemm` crate.
 #![allow(unsafe_code)]
 
@@ -127,10 +127,32 @@ pub(crate) fn gemm_row_major(
     accumulate: bool,
     threads: usize,
 ) -> Result<bool> {
-    if m > 0 && n > 0 && k > 0 && (lda < k || !b.fits((k, n), ldb)) {
+    if m > 0 && n > 0 && k > 0 && lda < k {
         return Err(shape_error("operand too small or rows overlapping", (m, n, k)));
     }
-    let left = Left { a, rs: lda, cs: 1 };
+    gemm_strided_left(c, ldc, a, (lda, 1), b, ldb, (m, n, k), accumulate, threads)
+}
+
+/// As [`gemm_row_major`] with `A`'s element (i, p) at `a[i·rs + p·cs]`: a transposed `A` (`rs = 1`)
+/// goes into the kernel's panels directly, `MR` contiguous values per contraction step.
+///
+/// Errors when a slice is too short for the dimensions, or rows of `B` or `C` overlap.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_strided_left(
+    c: &mut [f32],
+    ldc: usize,
+    a: &[f32],
+    (rs, cs): (usize, usize),
+    b: RightRows<'_>,
+    ldb: usize,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    threads: usize,
+) -> Result<bool> {
+    if m > 0 && n > 0 && k > 0 && !b.fits((k, n), ldb) {
+        return Err(shape_error("operand too small or rows overlapping", (m, n, k)));
+    }
+    let left = Left { a, rs, cs };
     multiply(
         c,
         ldc,
@@ -520,7 +542,15 @@ impl Product<'_> {
     unsafe fn pack_left(&self, (r0, r1): (usize, usize), (p0, kc): (usize, usize), packed: &mut [f32]) {
         let (rs, cs) = self.a_strides;
         for (panel, r) in packed.chunks_exact_mut(KC * MR).zip((r0..r1).step_by(MR)) {
-            for i in 0..MR.min(r1 - r) {
+            let rows = MR.min(r1 - r);
+            if rs == 1 && cs != 1 {
+                // A transposed `A`: each step's `rows` values lie side by side.
+                for (p, step) in panel.chunks_exact_mut(MR).take(kc).enumerate() {
+                    step[..rows].copy_from_slice(std::slice::from_raw_parts(self.a.add(r + (p0 + p) * cs), rows));
+                }
+                continue;
+            }
+            for i in 0..rows {
                 let row = self.a.add((r + i) * rs + p0 * cs);
                 if cs == 1 {
                     for (p, &v) in std::slice::from_raw_parts(row, kc).iter().enumerate() {

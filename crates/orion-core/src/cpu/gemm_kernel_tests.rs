@@ -204,3 +204,79 @@ fn packing_and_packed_products_refuse_operands_that_do_not_fit() {
     // Rows of C closer than n overlap.
     assert!(gemm_packed(&mut c, 2, &a, (4, 1), &packed, 2, (false, 1), None).is_err());
 }
+
+/// A left operand stored transposed (`rs = 1`) or with both strides padded gives the bits of its
+/// row-major copy, across tile heights, strip tails and the `KC` block edge.
+#[test]
+fn strided_left_operands_match_their_row_major_copy_bit_for_bit() {
+    if !available() {
+        return;
+    }
+    for &(m, n, k) in &[(1, 5, 3), (13, 33, 40), (37, 48, 32), (256, 48, 32), (25, 70, 300)] {
+        let b = values(k * n, 4);
+        let row_major = values(m * k, 5);
+        let transposed: Vec<f32> = (0..k * m).map(|x| row_major[(x % m) * k + x / m]).collect();
+        let padded: Vec<f32> = (0..m * (k + 2) * 2)
+            .map(|x| {
+                if x % 2 == 0 && (x / 2) % (k + 2) < k {
+                    row_major[(x / 2) / (k + 2) * k + (x / 2) % (k + 2)]
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect();
+        for accumulate in [false, true] {
+            let start = values(m * n, 6);
+            let mut want = start.clone();
+            assert!(gemm_row_major(
+                &mut want,
+                n,
+                &row_major,
+                k,
+                RightRows::F32(&b),
+                n,
+                (m, n, k),
+                accumulate,
+                1
+            )
+            .unwrap());
+            for (left, strides) in [(&transposed, (1, m)), (&padded, (2 * (k + 2), 2))] {
+                let mut got = start.clone();
+                let right = RightRows::F32(&b);
+                assert!(gemm_strided_left(&mut got, n, left, strides, right, n, (m, n, k), accumulate, 2).unwrap());
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(
+                    same,
+                    "[{m}, {k}]·[{k}, {n}] strides {strides:?} accumulate {accumulate}"
+                );
+            }
+        }
+    }
+    // A left operand too short for its strides is refused.
+    let mut c = vec![0.0; 4];
+    let short = vec![1.0; 7];
+    assert!(gemm_strided_left(
+        &mut c,
+        2,
+        &short,
+        (1, 4),
+        RightRows::F32(&[1.0; 4]),
+        2,
+        (2, 2, 2),
+        false,
+        1
+    )
+    .is_ok());
+    assert!(gemm_strided_left(
+        &mut c,
+        2,
+        &short,
+        (1, 8),
+        RightRows::F32(&[1.0; 4]),
+        2,
+        (2, 2, 2),
+        false,
+        1
+    )
+    .is_err());
+}

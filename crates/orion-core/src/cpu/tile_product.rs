@@ -3,14 +3,16 @@
 //! starting from 0 (or from the output's current value, to continue a chain across calls). The
 //! fused attention steps use it, so their results keep the bits of the unfused `gemm` steps.
 //!
-//! On AVX-512 CPUs a product goes to `gemm_kernel`'s packed micro-kernel (the same order of sums;
-//! a left operand read down its columns is copied row-major first). Elsewhere: portable register
-//! tiles of `TILE_ROWS` output rows × 64, 32 or 16 columns, with one chain per element at the
-//! edges, in the same order. Call inside `vmath::with_wide_vectors` so the tiles use the widest
-//! vectors (and `mul_add` is one instruction). Measured on the attention backward of Stories110M
-//! (8 × 12 heads of 256 × 256, in cache): 17.1 ms with the tiles, 15.9 with the kernel.
+//! On AVX-512 CPUs a product goes to `gemm_kernel`'s packed micro-kernel (the same order of sums).
+//! A left operand read down its columns (the attention backward's `Pᵀ` and `dSᵀ`) goes into the
+//! kernel's panels directly: it used to be copied row-major first, and the Stories15M attention
+//! backward step took 12.5–13.7 ms against 12.3–12.6 now (alternated runs, 2026-11-27). Elsewhere:
+//! portable register tiles of `TILE_ROWS` output rows × 64, 32 or 16 columns, with one chain per
+//! element at the edges, in the same order. Call inside `vmath::with_wide_vectors` so the tiles use
+//! the widest vectors (and `mul_add` is one instruction). Measured on the attention backward of
+//! Stories110M (8 × 12 heads of 256 × 256, in cache): 17.1 ms with the tiles, 15.9 with the kernel.
 
-use super::gemm_kernel::{self, gemm_row_major, RightRows};
+use super::gemm_kernel::{self, gemm_strided_left, RightRows};
 
 /// Output rows of a tile.
 const TILE_ROWS: usize = 4;
@@ -47,41 +49,20 @@ pub(crate) fn multiply(
     }
     let by_kernel = gemm_kernel::available()
         && f.depth > 0
-        && with_row_major_left(f, rows, |a, lda| match (f.b.get(from..), out.get_mut(from..)) {
+        && match (f.b.get(from..), out.get_mut(from..)) {
             (Some(b), Some(c)) => {
                 let dims = (rows, to - from, f.depth);
-                let right = RightRows::F32(b);
+                let (left, right) = ((f.a_row, f.a_step), RightRows::F32(b));
                 matches!(
-                    gemm_row_major(c, out_row, a, lda, right, f.b_row, dims, accumulate, 1),
+                    gemm_strided_left(c, out_row, f.a, left, right, f.b_row, dims, accumulate, 1),
                     Ok(true)
                 )
             }
             _ => false,
-        });
+        };
     if !by_kernel {
         tiles(f, out, out_row, rows, (from, to), accumulate);
     }
-}
-
-/// Calls `product` with the left factor's `rows × depth` values row-major and their row stride:
-/// in place when its rows are contiguous, else copied (a transposed operand) into a reused buffer.
-#[inline(always)]
-fn with_row_major_left(f: Factors<'_>, rows: usize, product: impl FnOnce(&[f32], usize) -> bool) -> bool {
-    thread_local! {
-        /// A transposed left operand made row-major, reused between calls.
-        static GATHERED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    if f.a_step == 1 {
-        return product(f.a, f.a_row);
-    }
-    let mut gathered = GATHERED.with(|g| std::mem::take(&mut *g.borrow_mut()));
-    gathered.clear();
-    for r in 0..rows {
-        gathered.extend((0..f.depth).map(|t| f.a[r * f.a_row + t * f.a_step]));
-    }
-    let done = product(&gathered, f.depth);
-    GATHERED.with(|g| *g.borrow_mut() = gathered);
-    done
 }
 
 /// [`multiply`] in portable register tiles (without the AVX-512 kernel).
