@@ -152,16 +152,8 @@ pub(crate) fn gemm_strided_left(
     if m > 0 && n > 0 && k > 0 && !b.fits((k, n), ldb) {
         return Err(shape_error("operand too small or rows overlapping", (m, n, k)));
     }
-    let left = Left { a, rs, cs };
-    multiply(
-        c,
-        ldc,
-        left,
-        (Right::Rows(b, ldb), None),
-        (m, n, k),
-        accumulate,
-        threads,
-    )
+    let rows = (Right::Rows(b, ldb), None);
+    multiply(c, ldc, Left { a, rs, cs }, rows, (m, n, k), accumulate, threads)
 }
 
 /// `C = A · B` (`C += A · B` when `accumulate`) for `A [m, k]` with element (i, p) at
@@ -186,11 +178,10 @@ pub(crate) fn gemm_packed(
     epilogue: Option<&RowEpilogue<'_>>,
 ) -> Result<bool> {
     let (k, n) = (b.k, b.n);
-    let left = Left { a, rs, cs };
     multiply(
         c,
         ldc,
-        left,
+        Left { a, rs, cs },
         (Right::Packed(b), epilogue),
         (m, n, k),
         accumulate,
