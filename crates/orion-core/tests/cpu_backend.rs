@@ -231,14 +231,13 @@ fn weights_read_only_as_transposed_right_operands_of_multi_row_products_are_stor
     for (m, k, n) in [(2, 3, 5), (37, 70, 33), (128, 300, 200)] {
         let (g, inputs) = linear_graph(m, k, n, false);
         let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
-        let packed = usize::from(orion_core::cpu::kernels::avx512_gemm_available());
         assert_eq!(
             (
                 summary.kernels.clone(),
                 summary.transposed_weights,
                 summary.packed_weights
             ),
-            (vec![packed_or_gemm()], 1, packed),
+            (vec![packed_or_gemm()], 1, packed_count()),
             "m={m}"
         );
         // Half weights are stored transposed too (and still match the rounded reference).
@@ -262,6 +261,20 @@ fn weights_read_only_as_transposed_right_operands_of_multi_row_products_are_stor
     g.set_output("z", z).unwrap();
     let inputs = vec![Tensor::f32([6, 8], values(48, 6))];
     assert_eq!(check(&g, &inputs).transposed_weights, 0);
+    // A constant nothing reads (left behind when a model graph stacks projection weights) gets no
+    // transposed or packed copy; the one the product reads still does.
+    let (mut g, inputs) = linear_graph(37, 70, 33, false);
+    g.constant(Tensor::f32([33, 70], values(33 * 70, 8))).unwrap();
+    let summary = check(&g, &inputs);
+    assert_eq!(
+        (summary.transposed_weights, summary.packed_weights),
+        (1, packed_count())
+    );
+}
+
+/// Weights the multi-row kernel stores packed: one where the AVX-512 kernel runs, else none.
+fn packed_count() -> usize {
+    usize::from(orion_core::cpu::kernels::avx512_gemm_available())
 }
 
 #[test]

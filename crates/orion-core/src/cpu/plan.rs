@@ -524,7 +524,7 @@ fn is_weight_use(op: &Op, ty: &TensorType) -> bool {
 }
 
 /// For each value: whether it is a rank-2 f32 constant (kept in f32, or stored in half precision
-/// only) whose every use is as the transposed right operand (`transpose_b`) of a matmul with at
+/// only) that is read, and whose every use is as the transposed right operand (`transpose_b`) of a matmul with at
 /// least two rows and an f32 result, and which is not a graph output. Such a weight `[n, k]` is
 /// stored transposed, `[k, n]`: `gemm` packs a right operand with contiguous rows much faster than
 /// one read down its columns (measured on GPT-2's prefill shapes: [128, 3072] · [768, 3072]ᵀ 2.9 ms
@@ -534,10 +534,17 @@ fn is_weight_use(op: &Op, ty: &TensorType) -> bool {
 fn transposed_weight_values(g: &Graph, half_ok: &[HalfUse]) -> Vec<bool> {
     let values = g.values().len();
     let mut candidate = vec![false; values];
+    // A constant nothing reads (such as the separate projection weights a model graph stacked into
+    // one constant) gets no transposed copy.
+    let mut read = vec![false; values];
+    for node in g.nodes() {
+        node.inputs.iter().for_each(|v| read[v.index()] = true);
+    }
     for node in g.nodes() {
         if let Op::Const { value } = &node.op {
             let v = node.outputs[0].index();
-            candidate[v] = value.dtype() == DType::F32
+            candidate[v] = read[v]
+                && value.dtype() == DType::F32
                 && value.shape().rank() == 2
                 && matches!(half_ok[v], HalfUse::No | HalfUse::Only);
         }
