@@ -40,7 +40,7 @@ use orion_core::{DType, Graph, Tensor, TensorData, TensorType, ValueId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 /// A tensor the model needs: canonical name and shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,6 +205,7 @@ fn build_layer_graph_of(cfg: &ModelConfig, layer: usize, kind: GraphKind, batch:
         caches: step_inputs.caches,
         rope: step_inputs.rope,
         weights,
+        source: None,
     };
     let y = match cfg.family {
         Family::Gpt2 => gpt2::block(&mut b, x, layer)?,
@@ -215,7 +216,31 @@ fn build_layer_graph_of(cfg: &ModelConfig, layer: usize, kind: GraphKind, batch:
     Ok(b.g)
 }
 
-fn build(cfg: &ModelConfig, kind: GraphKind, dtype: DType, model: Option<&Model>) -> Result<Graph> {
+/// `parts` stacked along axis 0 as one `dtype` tensor, or `None` unless every part is a float
+/// tensor with the same trailing dimensions.
+fn stack_rows(parts: &[Arc<Tensor>], dtype: DType) -> Result<Option<Tensor>> {
+    let mut data = Vec::new();
+    let mut rows = 0;
+    let mut tail: Option<Vec<usize>> = None;
+    for part in parts {
+        let dims = part.shape().dims();
+        let (Some(&first), Some(values)) = (dims.first(), part.as_f32()) else {
+            return Ok(None);
+        };
+        if tail.get_or_insert_with(|| dims[1..].to_vec()) != &dims[1..] {
+            return Ok(None);
+        }
+        rows += first;
+        data.extend_from_slice(values);
+    }
+    let mut dims = vec![rows];
+    dims.extend(tail.unwrap_or_default());
+    Ok(Some(
+        Tensor::new(dtype, dims, TensorData::Float(data)).map_err(orion_core::CoreError::from)?,
+    ))
+}
+
+fn build<'a>(cfg: &'a ModelConfig, kind: GraphKind, dtype: DType, model: Option<&'a Model>) -> Result<Graph> {
     cfg.validate()?;
     if !dtype.is_float() {
         return Err(ModelError::Usage(format!(
@@ -266,6 +291,8 @@ pub(crate) struct Builder<'a> {
     /// Layer decode only: the RoPE rows `cos`, `sin` `[bucket, head_dim]` given as inputs.
     pub rope: Option<(ValueId, ValueId)>,
     weights: HashMap<String, ValueId>,
+    /// The model whose weights are the graph's constants (`WeightMode::Constants`).
+    source: Option<&'a Model>,
 }
 
 impl<'a> Builder<'a> {
@@ -308,11 +335,13 @@ impl<'a> Builder<'a> {
             caches,
             rope: None,
             weights: HashMap::new(),
+            source: None,
         })
     }
 
     /// Declares every weight of the spec, as inputs or as constants from `model`.
-    fn declare_weights(&mut self, model: Option<&Model>) -> Result<()> {
+    fn declare_weights(&mut self, model: Option<&'a Model>) -> Result<()> {
+        self.source = model;
         for spec in weight_specs(self.cfg) {
             let value = match model {
                 None => self
@@ -352,9 +381,15 @@ impl<'a> Builder<'a> {
                 biases.push(self.w(&format!("{name}.bias"))?);
             }
         }
-        let stacked = match (self.stack_constants(&weights)?, self.cfg.biases) {
+        let key = names.join("+");
+        let stacked = match (
+            self.stack_constants(&weights, &format!("{key}.weight"))?,
+            self.cfg.biases,
+        ) {
             (Some(w), false) => Some((w, None)),
-            (Some(w), true) => self.stack_constants(&biases)?.map(|b| (w, Some(b))),
+            (Some(w), true) => self
+                .stack_constants(&biases, &format!("{key}.bias"))?
+                .map(|b| (w, Some(b))),
             (None, _) => None,
         };
         let Some((w, bias)) = stacked.filter(|_| names.len() > 1) else {
@@ -377,30 +412,28 @@ impl<'a> Builder<'a> {
     }
 
     /// The constant values of `values` stacked along axis 0 into one new constant, or `None` when
-    /// any of them is not a constant.
-    fn stack_constants(&mut self, values: &[ValueId]) -> Result<Option<ValueId>> {
-        let mut data = Vec::new();
-        let mut rows = 0;
-        let mut tail: Option<Vec<usize>> = None;
+    /// any of them is not a constant. With a source model, the stacked tensor `name` is built once
+    /// per model and dtype and shared by every graph built while one holds it, so the CPU backend
+    /// derives its transposed or half copies once for all of them (see [`Model::shared_stack`]).
+    fn stack_constants(&mut self, values: &[ValueId], name: &str) -> Result<Option<ValueId>> {
+        let mut parts = Vec::with_capacity(values.len());
         for &v in values {
             let orion_core::Op::Const { value } = &self.g.producer(v).op else {
                 return Ok(None);
             };
-            let dims = value.shape().dims();
-            let (Some(&first), Some(f)) = (dims.first(), value.as_f32()) else {
-                return Ok(None);
-            };
-            if tail.get_or_insert_with(|| dims[1..].to_vec()) != &dims[1..] {
-                return Ok(None);
-            }
-            rows += first;
-            data.extend_from_slice(f);
+            parts.push(Arc::clone(value));
         }
-        let mut dims = vec![rows];
-        dims.extend(tail.unwrap_or_default());
         let dtype = self.dtype;
-        let tensor = Tensor::new(dtype, dims, TensorData::Float(data)).map_err(orion_core::CoreError::from)?;
-        Ok(Some(self.g.constant(tensor)?))
+        let tensor = match self.source {
+            Some(model) => model.shared_stack(&format!("{name}:{dtype}"), || stack_rows(&parts, dtype))?,
+            None => stack_rows(&parts, dtype)?.map(Arc::new),
+        };
+        let Some(tensor) = tensor else {
+            return Ok(None);
+        };
+        Ok(Some(
+            self.g.add_node(orion_core::Op::Const { value: tensor }, vec![])?[0],
+        ))
     }
 
     /// `x [rows, H·d]` → `[H, T, d]`, or `[B, H, T, d]` for a batched graph.
@@ -589,6 +622,9 @@ pub fn decode_mask(cache_len: usize, position: usize, dtype: DType) -> Result<Te
 pub struct Model {
     config: ModelConfig,
     weights: BTreeMap<String, Arc<Tensor>>,
+    /// Stacked projection weights of constant-weight graphs by name and dtype, held weakly: alive
+    /// while some graph (or a program compiled from one) holds them.
+    stacks: Arc<Mutex<HashMap<String, Weak<Tensor>>>>,
 }
 
 impl Model {
@@ -619,6 +655,7 @@ impl Model {
         Ok(Model {
             config,
             weights: checked,
+            stacks: Arc::default(),
         })
     }
 
@@ -674,6 +711,26 @@ impl Model {
     /// Number of scalar parameters.
     pub fn parameter_count(&self) -> usize {
         self.weights.values().map(|t| t.numel()).sum()
+    }
+
+    /// The stacked tensor called `key` if a graph still holds it, else `built` (remembered weakly).
+    /// Graphs of different lengths (every prefill length, every decode cache size) then share one
+    /// stacked constant instead of each copying the weights again: for GPT-2 the stacked
+    /// query/key/value weights are 85 MB in f32, and the CPU backend's transposed or half copy of
+    /// each is derived once per source tensor. The weights never change after construction, so a
+    /// remembered stack always matches them.
+    fn shared_stack(&self, key: &str, build: impl FnOnce() -> Result<Option<Tensor>>) -> Result<Option<Arc<Tensor>>> {
+        let mut stacks = self.stacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stacks.retain(|_, held| held.strong_count() > 0);
+        if let Some(shared) = stacks.get(key).and_then(Weak::upgrade) {
+            return Ok(Some(shared));
+        }
+        let Some(built) = build()? else {
+            return Ok(None);
+        };
+        let shared = Arc::new(built);
+        stacks.insert(key.to_string(), Arc::downgrade(&shared));
+        Ok(Some(shared))
     }
 
     /// Weight `name` in `dtype` (shared for f32, rounded copy for f16).

@@ -82,3 +82,52 @@ fn stacked_constant_projections_match_separate_ones() {
         }
     }
 }
+
+/// The constants of `g` that no model weight is and whose rows are those of stacked q/k/v or
+/// gate/up projections.
+fn stacked_constants(g: &Graph, model: &Model) -> Vec<Arc<Tensor>> {
+    let cfg = model.config();
+    let stacked_rows = [cfg.dim + 2 * cfg.n_kv_heads * cfg.head_dim(), 2 * cfg.hidden_dim];
+    g.nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            orion_core::Op::Const { value } => Some(Arc::clone(value)),
+            _ => None,
+        })
+        .filter(|value| {
+            value
+                .shape()
+                .dims()
+                .first()
+                .is_some_and(|rows| stacked_rows.contains(rows))
+        })
+        .filter(|value| !model.weights.values().any(|w| Arc::ptr_eq(w, value)))
+        .collect()
+}
+
+#[test]
+fn graphs_of_every_length_share_one_stacked_constant_while_one_holds_it() {
+    for name in ["gpt2", "stories260K"] {
+        let cfg = tiny(name);
+        let model = Model::random(cfg.clone(), 12).unwrap();
+        let prefill = model.prefill_graph(5, DType::F32, WeightMode::Constants).unwrap();
+        let decode = model.decode_graph(8, DType::F32, WeightMode::Constants).unwrap();
+        let (a, b) = (stacked_constants(&prefill, &model), stacked_constants(&decode, &model));
+        // GPT-2: q/k/v weights and biases per layer; Llama: q/k/v and gate/up weights.
+        assert_eq!(a.len(), 2 * cfg.n_layers, "{name}");
+        assert_eq!(a.len(), b.len(), "{name}");
+        assert!(a.iter().zip(&b).all(|(x, y)| Arc::ptr_eq(x, y)), "{name}: not shared");
+        // An f16 graph has its own stacks, rounded to half.
+        let half = model.decode_graph(8, DType::F16, WeightMode::Constants).unwrap();
+        let h = stacked_constants(&half, &model);
+        assert!(h
+            .iter()
+            .all(|t| t.dtype() == DType::F16 && !a.iter().any(|x| Arc::ptr_eq(x, t))));
+        // Once no graph holds them they are freed, and the next graph stacks afresh.
+        let first = Arc::downgrade(&a[0]);
+        drop((a, b, prefill, decode));
+        assert_eq!(first.strong_count(), 0, "{name}: the model kept a stack alive");
+        let again = model.decode_graph(8, DType::F32, WeightMode::Constants).unwrap();
+        assert_eq!(stacked_constants(&again, &model).len(), 2 * cfg.n_layers);
+    }
+}
