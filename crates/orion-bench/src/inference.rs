@@ -8,7 +8,9 @@
 //!   (programs compiled; gated) and cold (from creating the generator, which compiles the decode
 //!   programs, including compiling the prefill programs; shown, not gated — it is measured once);
 //! - decode: tokens per second over the decode steps of a greedy generation after that prompt; on the
-//!   CPU each step is a static-shape KV-cache program over the whole capacity (`seq_len`).
+//!   CPU each step runs the KV-cache program of the cache's current size (the positions stored
+//!   rounded up to a power of two, at least 64, at most the capacity `seq_len`), so a step's
+//!   attention cost follows its position.
 //!
 //! On `ane-sim` the layer programs' cost-model estimates are summed over each call (`est` figures);
 //! the measured times there are the simulator's. Prompts are fixed pseudo-random ids; sampling is
@@ -22,6 +24,7 @@ use crate::result::{BenchRun, Better, Device, Row};
 use orion_ane::lower::WeightMode as AneWeightMode;
 use orion_core::flops::GraphCost;
 use orion_core::DType;
+use orion_models::generate::kv_cache::cache_rows_for;
 use orion_models::generate::layered::{LayeredGenerator, LayeredOptions};
 use orion_models::generate::{GenerateOptions, Generation, Generator};
 use orion_models::Model;
@@ -111,6 +114,12 @@ fn decode_tokens(plan: &Plan, prompt_len: usize) -> usize {
     wanted.min(plan.config.seq_len.saturating_sub(prompt_len)).max(2)
 }
 
+/// Cache rows of the decode program the decode row's last step runs.
+fn decode_rows(plan: &Plan, prompt_len: usize) -> usize {
+    // Steps run at positions prompt_len..prompt_len + new - 1; the last reserves one row more.
+    cache_rows_for(prompt_len + decode_tokens(plan, prompt_len) - 1, plan.config.seq_len)
+}
+
 /// The decode row: median tokens/s, and the weight streaming and FLOP rates that implies.
 fn decode_row(bench: &mut Bench, plan: &Plan, prompt_len: usize) -> Result<Row> {
     let new_tokens = decode_tokens(plan, prompt_len);
@@ -144,7 +153,7 @@ fn decode_row(bench: &mut Bench, plan: &Plan, prompt_len: usize) -> Result<Row> 
         .into_iter()
         .find(|p| p.name().contains("_decode_"));
     let weight_bytes = decode.map_or(f64::NAN, |p| streamed_weight_bytes(&p.graph, plan.config.weights));
-    let flops = bench.program_flops("_decode_", None);
+    let flops = bench.program_flops("_decode_", Some(decode_rows(plan, prompt_len)));
     Ok(row.with("GFLOP/s", flops * rate / 1e9, "GFLOP/s", Better::Info).with(
         "weights GB/s",
         weight_bytes * rate / 1e9,
@@ -228,10 +237,11 @@ fn notes(plan: &Plan, short: usize, device: &Instrumented) -> Vec<String> {
     ];
     match plan.config.device {
         Device::Cpu => notes.push(format!(
-            "cpu: whole-model programs, weights baked as {} constants; the decode step is static-shape over all \
-             {capacity} cache positions (cost independent of the position); weights GB/s = matmul weights \
-             streamed per token × tok/s",
-            plan.config.weights.name()
+            "cpu: whole-model programs, weights baked as {} constants; each decode step runs the program of the \
+             cache's size (positions rounded up to a power of two, 64..={capacity} rows: {} for these steps); \
+             weights GB/s = matmul weights streamed per token × tok/s",
+            plan.config.weights.name(),
+            decode_rows(plan, short)
         )),
         Device::AneSim => {
             let profile = device

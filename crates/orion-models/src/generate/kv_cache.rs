@@ -1,9 +1,20 @@
 //! The host-side key/value cache of the decode-step graph.
 //!
-//! Layout per layer and for keys and values alike: `[n_kv, capacity, head_dim]` row-major, the
-//! shape of the decode graph's `cache.k.{i}`/`cache.v.{i}` inputs. Invariant: rows `0..len` hold the
-//! keys/values of positions `0..len`; rows from `len` on are stale or zero and are masked out by the
-//! decode mask (`model::decode_mask(capacity, len)`), so they never affect results.
+//! Layout per layer and for keys and values alike: `[n_kv, rows, head_dim]` row-major, the shape of
+//! the decode graph's `cache.k.{i}`/`cache.v.{i}` inputs for a cache of `rows` positions. Invariant:
+//! rows `0..len` hold the keys/values of positions `0..len`; rows from `len` on are stale or zero
+//! and are masked out by the decode mask (`model::decode_mask(rows, len)`), so they never affect
+//! results.
+//!
+//! A cache made with [`KvCache::growing`] holds only as many rows as its positions need, rounded up
+//! to a power of two (at least [`FIRST_ROWS`], at most the capacity; [`cache_rows_for`]): a decode
+//! step's attention reads every row it is given, so a step at position 40 of a 1024-position
+//! context then reads 64 rows, not 1024. When a write needs more rows, every layer's tensors grow
+//! to the next size in place — each head's stored rows move to their new offsets inside the same
+//! allocation, which was reserved for the whole capacity up front (address space only: pages are
+//! touched as rows are used) — and [`KvCache::clear`] shrinks them back without freeing, so a
+//! reused cache faults in no fresh pages. [`KvCache::new`] keeps all `capacity` rows from the start
+//! (one decode program for every position).
 //!
 //! Each layer's keys and values are kept as the very tensors fed to the graph: [`KvCache::input`]
 //! hands out a clone that shares the storage (O(1), no copy), and [`KvCache::write`] stores new rows
@@ -13,7 +24,25 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use orion_core::{DType, Tensor, TensorType};
+use orion_core::{DType, Tensor, TensorData, TensorType};
+
+/// Fewest rows a growing cache holds.
+pub const FIRST_ROWS: usize = 64;
+
+/// Rows a growing cache of `capacity` positions holds for `positions` stored positions: the next
+/// power of two, at least [`FIRST_ROWS`], at most `capacity`.
+pub fn cache_rows_for(positions: usize, capacity: usize) -> usize {
+    positions.next_power_of_two().max(FIRST_ROWS).min(capacity)
+}
+
+/// Every row count a growing cache of `capacity` positions takes, smallest first.
+pub fn cache_row_sizes(capacity: usize) -> Vec<usize> {
+    let mut sizes = vec![cache_rows_for(0, capacity)];
+    while let Some(&last) = sizes.last().filter(|&&rows| rows < capacity) {
+        sizes.push(cache_rows_for(last + 1, capacity));
+    }
+    sizes
+}
 
 /// Keys and values of every layer for up to `capacity` positions.
 #[derive(Clone, Debug)]
@@ -21,25 +50,64 @@ pub struct KvCache {
     n_kv: usize,
     head_dim: usize,
     capacity: usize,
+    /// Positions each tensor has rows for (`capacity` unless the cache grows).
+    rows: usize,
+    growing: bool,
+    dtype: DType,
     keys: Vec<Tensor>,
     values: Vec<Tensor>,
     len: usize,
 }
 
 impl KvCache {
-    /// An empty cache for `cfg` with room for `capacity` positions, zero tensors of `dtype` (a float
-    /// type: [`KvCache::write`] refuses to write integer or bool tensors).
+    /// An empty cache for `cfg` with all `capacity` rows, zero tensors of `dtype` (a float type:
+    /// [`KvCache::write`] refuses to write integer or bool tensors).
     pub fn new(cfg: &ModelConfig, capacity: usize, dtype: DType) -> KvCache {
-        let ty = TensorType::new(dtype, [cfg.n_kv_heads, capacity, cfg.head_dim()]);
-        let zeros = |_| Tensor::zeros(&ty);
-        KvCache {
+        KvCache::with_rows(cfg, capacity, dtype, capacity, false)
+    }
+
+    /// An empty cache for up to `capacity` positions whose tensors hold [`cache_rows_for`] rows
+    /// and grow as positions are written.
+    pub fn growing(cfg: &ModelConfig, capacity: usize, dtype: DType) -> KvCache {
+        KvCache::with_rows(cfg, capacity, dtype, cache_rows_for(0, capacity), true)
+    }
+
+    fn with_rows(cfg: &ModelConfig, capacity: usize, dtype: DType, rows: usize, growing: bool) -> KvCache {
+        let shape = KvCache {
             n_kv: cfg.n_kv_heads,
             head_dim: cfg.head_dim(),
             capacity,
+            rows,
+            growing,
+            dtype,
+            keys: Vec::new(),
+            values: Vec::new(),
+            len: 0,
+        };
+        let zeros = |_| shape.zero_tensor(rows);
+        KvCache {
             keys: (0..cfg.n_layers).map(zeros).collect(),
             values: (0..cfg.n_layers).map(zeros).collect(),
-            len: 0,
+            ..shape
         }
+    }
+
+    /// The sizes and settings of this cache, without tensors.
+    fn clone_shape(&self) -> KvCache {
+        KvCache {
+            keys: Vec::new(),
+            values: Vec::new(),
+            ..*self
+        }
+    }
+
+    /// Zero keys or values of `rows` rows, with room reserved for the whole capacity.
+    fn zero_tensor(&self, rows: usize) -> Tensor {
+        let (n_kv, hd) = (self.n_kv, self.head_dim);
+        let mut values = Vec::with_capacity(n_kv * self.capacity.max(rows) * hd);
+        values.resize(n_kv * rows * hd, 0.0);
+        Tensor::new(self.dtype, [n_kv, rows, hd], TensorData::Float(values))
+            .unwrap_or_else(|_| Tensor::zeros(&TensorType::new(self.dtype, [n_kv, rows, hd])))
     }
 
     /// Number of positions stored.
@@ -55,9 +123,78 @@ impl KvCache {
         self.capacity
     }
 
-    /// Forgets every position (the data is overwritten by later writes).
+    /// Rows of every cache tensor now: the `cache_len` of the decode graph that reads them.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Forgets every position (the data is overwritten by later writes); a growing cache shrinks
+    /// back to its first size, keeping its allocations.
     pub fn clear(&mut self) {
         self.len = 0;
+        if self.growing && self.resize_rows(cache_rows_for(0, self.capacity)).is_err() {
+            // Nothing stored is lost: start again from zero tensors of the first size.
+            *self = KvCache::with_rows_of(self, cache_rows_for(0, self.capacity));
+        }
+    }
+
+    fn with_rows_of(other: &KvCache, rows: usize) -> KvCache {
+        let fresh = |_: &Tensor| other.zero_tensor(rows);
+        KvCache {
+            rows,
+            keys: other.keys.iter().map(fresh).collect(),
+            values: other.values.iter().map(fresh).collect(),
+            len: 0,
+            ..other.clone_shape()
+        }
+    }
+
+    /// Makes room for `positions` positions now: a growing cache grows to [`cache_rows_for`] them
+    /// (a decode step at position `p` reserves `p + 1`, since its program's tables, such as the
+    /// position embeddings, have one row per cache row); an error beyond the capacity.
+    pub fn reserve(&mut self, positions: usize) -> Result<()> {
+        if positions > self.capacity {
+            return Err(ModelError::Usage(format!(
+                "KV cache full: {positions} positions exceed the capacity {}",
+                self.capacity
+            )));
+        }
+        if positions > self.rows {
+            self.resize_rows(cache_rows_for(positions, self.capacity))?;
+        }
+        Ok(())
+    }
+
+    /// Gives every tensor `rows` rows (at least `len`), keeping rows `0..len` of each head: in
+    /// place when the cache is a tensor's only owner (its allocation was reserved for the whole
+    /// capacity), after one copy otherwise.
+    fn resize_rows(&mut self, rows: usize) -> Result<()> {
+        if rows == self.rows {
+            return Ok(());
+        }
+        let (hd, n_kv, dtype) = (self.head_dim, self.n_kv, self.dtype);
+        let layout = HeadRows {
+            heads: n_kv,
+            old_rows: self.rows,
+            new_rows: rows,
+            kept: self.len.min(rows) * hd,
+            row_len: hd,
+        };
+        for tensor in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            let mut taken = std::mem::replace(tensor, Tensor::f32([0], Vec::new()));
+            // Copies the storage only if a tensor handed out still shares it.
+            taken.as_f32_mut();
+            let Some(TensorData::Float(mut values)) = taken.into_sole_data() else {
+                return Err(ModelError::Usage(
+                    "the KV cache holds float keys and values only".into(),
+                ));
+            };
+            layout.move_rows(&mut values);
+            *tensor =
+                Tensor::new(dtype, [n_kv, rows, hd], TensorData::Float(values)).map_err(orion_core::CoreError::from)?;
+        }
+        self.rows = rows;
+        Ok(())
     }
 
     /// Stores `k`, `v` of shape `[n_kv, T, head_dim]` for `layer` at positions `len..len+T`.
@@ -83,10 +220,11 @@ impl KvCache {
                 self.len, self.capacity
             )));
         }
+        self.reserve(self.len + rows)?;
         let (Some(keys), Some(values)) = (self.keys.get_mut(layer), self.values.get_mut(layer)) else {
             return Err(ModelError::Usage(format!("the KV cache has no layer {layer}")));
         };
-        let (hd, cap, start) = (self.head_dim, self.capacity, self.len);
+        let (hd, cap, start) = (self.head_dim, self.rows, self.len);
         for (dst, src) in [(keys, k), (values, v)] {
             let not_float = || ModelError::Usage("the KV cache holds float keys and values only".into());
             let src = src.as_f32().ok_or_else(not_float)?;
@@ -141,6 +279,37 @@ impl KvCache {
     }
 }
 
+/// Where each head's rows sit when a cache tensor `[heads, old_rows, row_len]` becomes
+/// `[heads, new_rows, row_len]`, keeping the first `kept` values (whole rows) of every head.
+struct HeadRows {
+    heads: usize,
+    old_rows: usize,
+    new_rows: usize,
+    kept: usize,
+    row_len: usize,
+}
+
+impl HeadRows {
+    /// Resizes `values` and moves each head's kept rows to their new offset. Growing moves the
+    /// last head first and shrinking the first head first, so no head's rows are overwritten
+    /// before they move (a head's new range never reaches the old range of a head not moved yet,
+    /// because `kept` fits both the old and the new rows).
+    fn move_rows(&self, values: &mut Vec<f32>) {
+        let (old, new) = (self.old_rows * self.row_len, self.new_rows * self.row_len);
+        if new > old {
+            values.resize(self.heads * new, 0.0);
+            for h in (1..self.heads).rev() {
+                values.copy_within(h * old..h * old + self.kept, h * new);
+            }
+        } else {
+            for h in 1..self.heads {
+                values.copy_within(h * old..h * old + self.kept, h * new);
+            }
+            values.truncate(self.heads * new);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +361,104 @@ mod tests {
         assert_eq!(keys.to_f32_vec(), expected);
         let values = cache.input("cache.v.0").unwrap().to_f32_vec();
         assert_eq!(values[4..8], [-5.0, -4.0, -3.0, -2.0]);
+    }
+
+    #[test]
+    fn row_sizes_double_from_the_first_and_end_at_the_capacity() {
+        assert_eq!(cache_row_sizes(1024), vec![64, 128, 256, 512, 1024]);
+        assert_eq!(cache_row_sizes(100), vec![64, 100]);
+        assert_eq!(cache_row_sizes(64), vec![64]);
+        assert_eq!(cache_row_sizes(20), vec![20]);
+        assert_eq!(cache_rows_for(64, 1024), 64);
+        assert_eq!(cache_rows_for(65, 1024), 128);
+        assert_eq!(cache_rows_for(1000, 1024), 1024);
+    }
+
+    /// Writes `count` single positions to both caches, each position's values distinct per layer,
+    /// key/value, head and element.
+    fn fill(caches: &mut [&mut KvCache], from: usize, count: usize, n_kv: usize, hd: usize) {
+        for pos in from..from + count {
+            for layer in 0..2 {
+                let row = |sign: f32| {
+                    let values = (0..n_kv * hd).map(|i| sign * (pos * 1000 + layer * 100 + i) as f32);
+                    Tensor::f32([n_kv, 1, hd], values.collect())
+                };
+                for cache in caches.iter_mut() {
+                    cache.write(layer, &row(1.0), &row(-1.0)).unwrap();
+                }
+            }
+            for cache in caches.iter_mut() {
+                cache.advance(1).unwrap();
+            }
+        }
+    }
+
+    /// Rows `0..len` of every head of every input, which must agree between the two caches.
+    fn stored(cache: &KvCache) -> Vec<Vec<f32>> {
+        let (n_kv, hd, rows, len) = (cache.n_kv, cache.head_dim, cache.rows(), cache.len());
+        let mut out = Vec::new();
+        for (_, tensor) in cache.inputs().unwrap() {
+            assert_eq!(tensor.shape().dims(), [n_kv, rows, hd]);
+            let values = tensor.to_f32_vec();
+            out.push(
+                (0..n_kv)
+                    .flat_map(|h| values[h * rows * hd..(h * rows + len) * hd].to_vec())
+                    .collect(),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn a_growing_cache_keeps_every_head_s_rows_as_it_grows_and_shrinks_in_place() {
+        let mut cfg = ModelConfig::builtin("stories260K").unwrap();
+        (cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.dim) = (2, 6, 3, 24);
+        let (n_kv, hd, capacity) = (3, 4, 200);
+        let mut fixed = KvCache::new(&cfg, capacity, DType::F32);
+        let mut growing = KvCache::growing(&cfg, capacity, DType::F32);
+        assert_eq!((fixed.rows(), growing.rows()), (200, 64));
+        fill(&mut [&mut fixed, &mut growing], 0, 60, n_kv, hd);
+        let address = growing.input("cache.v.1").unwrap().as_f32().unwrap().as_ptr() as usize;
+        // A prefill-like write of 10 rows crosses 64: every tensor grows to 128, in place.
+        let block = |sign: f32| Tensor::f32([n_kv, 10, hd], (0..n_kv * 10 * hd).map(|i| sign * i as f32).collect());
+        for layer in 0..2 {
+            for cache in [&mut fixed, &mut growing] {
+                cache.write(layer, &block(0.5), &block(-0.5)).unwrap();
+            }
+        }
+        fixed.advance(10).unwrap();
+        growing.advance(10).unwrap();
+        assert_eq!(growing.rows(), 128);
+        assert_eq!(
+            growing.input("cache.v.1").unwrap().as_f32().unwrap().as_ptr() as usize,
+            address
+        );
+        assert_eq!(stored(&growing), stored(&fixed));
+        // A tensor handed out while the cache grows keeps its shape and values (copy, not move).
+        fill(&mut [&mut fixed, &mut growing], 70, 58, n_kv, hd);
+        let held = growing.input("cache.k.0").unwrap();
+        let before = held.to_f32_vec();
+        fill(&mut [&mut fixed, &mut growing], 128, 72, n_kv, hd);
+        assert_eq!((growing.rows(), growing.len()), (200, 200));
+        assert_eq!(held.to_f32_vec(), before);
+        assert_eq!(held.shape().dims(), [n_kv, 128, hd]);
+        assert_eq!(stored(&growing), stored(&fixed));
+        drop(held);
+        assert!(growing
+            .write(0, &block(1.0), &block(1.0))
+            .unwrap_err()
+            .to_string()
+            .contains("full"));
+        // Cleared, it is back at its first size, keeping the allocation.
+        let address = growing.input("cache.k.1").unwrap().as_f32().unwrap().as_ptr() as usize;
+        growing.clear();
+        assert_eq!((growing.rows(), growing.len()), (64, 0));
+        assert_eq!(
+            growing.input("cache.k.1").unwrap().as_f32().unwrap().as_ptr() as usize,
+            address
+        );
+        fixed.clear();
+        fill(&mut [&mut fixed, &mut growing], 0, 100, n_kv, hd);
+        assert_eq!(stored(&growing), stored(&fixed));
     }
 }

@@ -3,9 +3,12 @@
 //! - `sampling`: greedy, temperature, top-k, top-p with a seeded ChaCha RNG;
 //! - `kv_cache`: the host-side cache fed to the decode-step graph.
 //!
-//! A `Generator` compiles, once, the decode-step graph of its capacity with the model's weights
-//! baked in as constants (`WeightMode::Constants`), and one prefill graph per prompt length it
-//! meets (kept for reuse). `generate` runs prefill on the prompt (filling the cache from its `k.{i}`/
+//! A `Generator` compiles, once, a decode-step graph for each size its growing cache takes (64, 128,
+//! … rows up to its capacity, [`kv_cache::cache_row_sizes`]) with the model's weights baked in as
+//! constants (`WeightMode::Constants`; the programs share one copy of every derived weight), and one
+//! prefill graph per prompt length it meets (kept for reuse). Each step runs the program of the
+//! cache's current size, so its attention reads the rows the position needs rounded up to a power
+//! of two, not the whole context. `generate` runs prefill on the prompt (filling the cache from its `k.{i}`/
 //! `v.{i}` outputs), samples from the last row's logits, then feeds each new token to the decode
 //! step at the next position, storing the step's new key/value rows in the cache. It stops at
 //! `max_new_tokens`, at a stop token (which is returned), when the cache is full, or when the
@@ -26,7 +29,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{decode_mask, token_tensor, Model, WeightMode};
 use orion_core::backend::{Backend, Executable};
 use orion_core::{DType, Graph, Tensor};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What to generate.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,8 +101,8 @@ pub struct Generator<'m> {
     backend: &'m dyn Backend,
     dtype: DType,
     capacity: usize,
-    decode_graph: Graph,
-    decode: Box<dyn Executable>,
+    /// The decode-step programs by cache rows.
+    decode: BTreeMap<usize, (Graph, Box<dyn Executable>)>,
     prefill: HashMap<usize, (Graph, Box<dyn Executable>)>,
     /// The cache of the previous `generate`, reused by the next (a fresh one is 2 × layers ×
     /// capacity × width zeroed values the prefill would fault in: 4 ms of GPT-2's 128-token
@@ -120,14 +123,17 @@ impl<'m> Generator<'m> {
         capacity: usize,
         dtype: DType,
     ) -> Result<Generator<'m>> {
-        let decode_graph = model.decode_graph(capacity, dtype, WeightMode::Constants)?;
-        let decode = backend.compile(&decode_graph)?;
+        let mut decode = BTreeMap::new();
+        for rows in kv_cache::cache_row_sizes(capacity) {
+            let graph = model.decode_graph(rows, dtype, WeightMode::Constants)?;
+            let exe = backend.compile(&graph)?;
+            decode.insert(rows, (graph, exe));
+        }
         Ok(Generator {
             model,
             backend,
             dtype,
             capacity,
-            decode_graph,
             decode,
             prefill: HashMap::new(),
             spare_cache: None,
@@ -149,13 +155,13 @@ impl<'m> Generator<'m> {
     ) -> Result<Generation> {
         let mut cache = match self.spare_cache.take() {
             Some(cache) => cache,
-            None => KvCache::new(self.model.config(), self.capacity, self.dtype),
+            None => KvCache::growing(self.model.config(), self.capacity, self.dtype),
         };
         cache.clear();
         let mut session = CpuSession {
             generator: self,
             cache,
-            inputs: Vec::new(),
+            inputs: StepInputs::default(),
         };
         let generation = stepper::run_generation(&mut session, prompt, options, on_token);
         let CpuSession {
@@ -193,42 +199,59 @@ impl<'m> Generator<'m> {
 
     /// Feeds `token` at position `cache.len()`; stores its keys/values; returns its logits.
     ///
-    /// `inputs` holds the decode graph's inputs from one step to the next: the first step binds them
-    /// all; later steps replace each data input. The cache inputs share the cache's storage (no
-    /// copy) and are released right after the run (see [`release_cache_inputs`]), so the cache is
-    /// again the only owner of its tensors and stores the step's new rows in place.
-    fn decode_step(&self, token: u32, cache: &mut KvCache, inputs: &mut Vec<Tensor>) -> Result<Vec<f32>> {
+    /// `inputs` holds the inputs of the decode program for the cache's current size from one step
+    /// to the next: the first step of a size binds them all; later steps replace each data input.
+    /// The cache inputs share the cache's storage (no copy) and are released right after the run
+    /// (see [`release_cache_inputs`]), so the cache is again the only owner of its tensors and
+    /// stores the step's new rows (or grows) in place.
+    fn decode_step(&self, token: u32, cache: &mut KvCache, inputs: &mut StepInputs) -> Result<Vec<f32>> {
         let position = cache.len();
+        cache.reserve(position + 1)?;
+        let rows = cache.rows();
         let pos = i32::try_from(position).map_err(|_| ModelError::Usage(format!("position {position} too large")))?;
         let vocab = self.model.config().vocab_size;
-        if inputs.is_empty() {
+        let (graph, exe) = self
+            .decode
+            .get(&rows)
+            .ok_or_else(|| ModelError::Usage(format!("no decode program for a cache of {rows} rows")))?;
+        if inputs.rows != rows || inputs.tensors.is_empty() {
             let mut data = vec![
                 ("token".to_string(), token_tensor(&[token], vocab)?),
                 ("position".to_string(), Tensor::i32([1], vec![pos])),
-                ("mask".to_string(), decode_mask(self.capacity, position, self.dtype)?),
+                ("mask".to_string(), decode_mask(rows, position, self.dtype)?),
             ];
             data.extend(cache.inputs()?);
             let (names, tensors): (Vec<String>, Vec<Tensor>) = data.into_iter().unzip();
             let named = names.iter().map(String::as_str).zip(tensors).collect();
-            *inputs = self.model.bind(&self.decode_graph, named)?;
+            *inputs = StepInputs {
+                rows,
+                tensors: self.model.bind(graph, named)?,
+            };
         } else {
-            for (slot, (name, _, _)) in inputs.iter_mut().zip(self.decode_graph.inputs()) {
+            for (slot, (name, _, _)) in inputs.tensors.iter_mut().zip(graph.inputs()) {
                 *slot = match name {
                     "token" => token_tensor(&[token], vocab)?,
                     "position" => Tensor::i32([1], vec![pos]),
-                    "mask" => decode_mask(self.capacity, position, self.dtype)?,
+                    "mask" => decode_mask(rows, position, self.dtype)?,
                     cache_input if cache_input.starts_with("cache.") => cache.input(cache_input)?,
                     _ => continue, // a weight: unchanged
                 };
             }
         }
-        let outputs = self.decode.run(inputs);
-        release_cache_inputs(&self.decode_graph, inputs);
+        let outputs = exe.run(&inputs.tensors);
+        release_cache_inputs(graph, &mut inputs.tensors);
         let outputs = outputs?;
-        let logits = store_step_outputs(&self.decode_graph, &outputs, cache, self.model.config().n_layers)?;
+        let logits = store_step_outputs(graph, &outputs, cache, self.model.config().n_layers)?;
         cache.advance(1)?;
         Ok(logits)
     }
+}
+
+/// The bound inputs of the decode program for a cache of `rows` rows.
+#[derive(Default)]
+struct StepInputs {
+    rows: usize,
+    tensors: Vec<Tensor>,
 }
 
 /// Replaces the `cache.*` tensors among a decode step's `inputs` by empty placeholders, dropping
@@ -297,7 +320,7 @@ pub fn forward_logits(model: &Model, backend: &dyn Backend, tokens: &[u32]) -> R
 struct CpuSession<'a, 'm> {
     generator: &'a mut Generator<'m>,
     cache: KvCache,
-    inputs: Vec<Tensor>,
+    inputs: StepInputs,
 }
 
 impl stepper::TokenStepper for CpuSession<'_, '_> {
