@@ -1,11 +1,12 @@
 //! Generation: KV-cache decoding equals full re-forward equals the PyTorch fixture (also after an
-//! earlier generation on the same generator); the decode-step graph's logits equal the forward
-//! graph's row by row; sampling is seeded and well-behaved.
+//! earlier generation on the same generator, and across the growing cache's sizes); the decode-step
+//! graph's logits equal the forward graph's row by row; sampling is seeded and well-behaved.
 
 use orion_core::backend::{Backend, ReferenceBackend};
 use orion_core::cpu::CpuBackend;
 use orion_core::interp::Precision;
 use orion_core::{DType, Tensor};
+use orion_models::generate::kv_cache::{cache_row_sizes, FIRST_ROWS};
 use orion_models::generate::{
     forward_logits, reforward_greedy, GenerateOptions, Generator, KvCache, Sampler, SamplingOptions, StopReason,
 };
@@ -366,4 +367,43 @@ fn stories15m_sized_model_generates_on_cpu() {
     assert_eq!(out.tokens.len(), 16);
     assert!(out.timing.decode_tokens_per_s() > 0.0);
     eprintln!("stories15M-sized: {:?}", out.timing);
+}
+
+/// A two-layer random model of `family` with a 300-position context.
+fn small(family: &str) -> Model {
+    let mut cfg = ModelConfig::builtin(family).unwrap();
+    (
+        cfg.n_layers,
+        cfg.dim,
+        cfg.n_heads,
+        cfg.hidden_dim,
+        cfg.vocab_size,
+        cfg.max_seq_len,
+    ) = (2, 32, 4, 64, 96, 300);
+    cfg.n_kv_heads = if family == "gpt2" { 4 } else { 2 };
+    Model::random(cfg, 11).unwrap()
+}
+
+/// A greedy generation that starts in the growing cache's 64-row decode program and continues
+/// through the 128- and 256-row ones gives the re-forward's tokens for both families, also when the
+/// generator is reused after a longer generation (the cache shrinks back, its stale rows masked).
+#[test]
+fn greedy_tokens_across_cache_sizes_equal_the_reforward() {
+    let cpu = CpuBackend::default();
+    for family in ["gpt2", "stories260K"] {
+        let model = small(family);
+        let capacity = 300;
+        assert_eq!(cache_row_sizes(capacity), vec![64, 128, 256, 300]);
+        let mut generator = Generator::with_capacity(&model, &cpu, capacity, DType::F32).unwrap();
+        // Prompt inside the first size; 150 new tokens reach positions up to 209 (three sizes).
+        let prompt: Vec<u32> = (0..FIRST_ROWS as u32 - 4).map(|i| (i * 37 + 5) % 96).collect();
+        let long = generator.generate(&prompt, &greedy(150), &mut |_| true).unwrap();
+        let want = reforward_greedy(&model, &cpu, &prompt, 150).unwrap();
+        assert_eq!(long.tokens, want, "{family}: growing cache vs re-forward");
+        // Reused: the cache starts from its first size again, its old rows masked.
+        let short_prompt = [3, 1, 4, 1, 5];
+        let short = generator.generate(&short_prompt, &greedy(70), &mut |_| true).unwrap();
+        let want = reforward_greedy(&model, &cpu, &short_prompt, 70).unwrap();
+        assert_eq!(short.tokens, want, "{family}: reused generator vs re-forward");
+    }
 }
