@@ -129,10 +129,16 @@ impl KvCache {
     }
 
     /// Forgets every position (the data is overwritten by later writes); a growing cache shrinks
-    /// back to its first size, keeping its allocations.
+    /// back to its first size, keeping its allocations. Tensors found not of the cache's size are
+    /// replaced by fresh zeros.
     pub fn clear(&mut self) {
         self.len = 0;
-        if self.growing && self.resize_rows(cache_rows_for(0, self.capacity)).is_err() {
+        let first = if self.growing {
+            cache_rows_for(0, self.capacity)
+        } else {
+            self.rows
+        };
+        if self.resize_rows(first).is_err() {
             // Nothing stored is lost: start again from zero tensors of the first size.
             *self = KvCache::with_rows_of(self, cache_rows_for(0, self.capacity));
         }
@@ -169,10 +175,16 @@ impl KvCache {
     /// place when the cache is a tensor's only owner (its allocation was reserved for the whole
     /// capacity), after one copy otherwise.
     fn resize_rows(&mut self, rows: usize) -> Result<()> {
+        let (hd, n_kv, dtype) = (self.head_dim, self.n_kv, self.dtype);
+        // Checked before anything moves, so a refused resize changes nothing.
+        let held = n_kv * self.rows * hd;
+        let float_of_size = |t: &Tensor| t.as_f32().is_some_and(|v| v.len() == held);
+        if !self.keys.iter().chain(&self.values).all(float_of_size) {
+            return Err(ModelError::Usage("the KV cache's tensors are not of its size".into()));
+        }
         if rows == self.rows {
             return Ok(());
         }
-        let (hd, n_kv, dtype) = (self.head_dim, self.n_kv, self.dtype);
         let layout = HeadRows {
             heads: n_kv,
             old_rows: self.rows,
@@ -460,5 +472,24 @@ mod tests {
         fixed.clear();
         fill(&mut [&mut fixed, &mut growing], 0, 100, n_kv, hd);
         assert_eq!(stored(&growing), stored(&fixed));
+    }
+
+    #[test]
+    fn a_cache_left_inconsistent_refuses_to_grow_and_clear_rebuilds_it() {
+        let mut cfg = ModelConfig::builtin("stories260K").unwrap();
+        (cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.dim) = (2, 4, 2, 16);
+        let mut cache = KvCache::growing(&cfg, 150, DType::F32);
+        // One tensor of another size (no method leaves it so; `clear` must still recover).
+        cache.values[1] = Tensor::f32([0], Vec::new());
+        assert!(cache.reserve(100).unwrap_err().to_string().contains("not of its size"));
+        cache.clear();
+        assert_eq!((cache.rows(), cache.len()), (64, 0));
+        fill(&mut [&mut cache], 0, 100, 2, 4);
+        assert_eq!(cache.rows(), 128);
+        assert!(cache
+            .inputs()
+            .unwrap()
+            .iter()
+            .all(|(_, t)| t.shape().dims() == [2, 128, 4]));
     }
 }
