@@ -153,19 +153,23 @@ fn make(value: &Tensor, form: Form) -> Result<Derived> {
 
 /// `values` rounded to half precision (to nearest, ties to even, as `f16::from_f32`), in blocks
 /// across the CPU pool through the `half` crate's slice conversion (F16C's `vcvtps2ph` where the CPU
-/// has it). Converting one value at a time took most of the ~400 ms GPT-2's half weights cost to
-/// derive.
+/// has it), written straight into the shared allocation. Converting one value at a time took most
+/// of the ~400 ms GPT-2's half weights cost to derive.
 fn halves(values: &[f32]) -> Arc<[f16]> {
     use half::slice::HalfFloatSliceExt;
     use rayon::prelude::*;
     const BLOCK: usize = 1 << 16;
-    let mut out = vec![f16::ZERO; values.len()];
-    super::install(|| {
-        out.par_chunks_mut(BLOCK)
-            .zip(values.par_chunks(BLOCK))
-            .for_each(|(dst, src)| dst.convert_from_f32_slice(src))
-    });
-    Arc::from(out)
+    let mut out: Arc<[f16]> = std::iter::repeat_n(f16::ZERO, values.len()).collect();
+    match Arc::get_mut(&mut out) {
+        Some(dst) => super::install(|| {
+            dst.par_chunks_mut(BLOCK)
+                .zip(values.par_chunks(BLOCK))
+                .for_each(|(dst, src)| dst.convert_from_f32_slice(src))
+        }),
+        // A fresh `Arc` has no other owner; kept total rather than assumed.
+        None => out = values.iter().map(|&x| f16::from_f32(x)).collect(),
+    }
+    out
 }
 
 /// The values of the `[cols, rows]` transpose of a row-major `[rows, cols]` matrix, in square
