@@ -73,7 +73,7 @@ impl KvCache {
     }
 
     fn with_rows(cfg: &ModelConfig, capacity: usize, dtype: DType, rows: usize, growing: bool) -> KvCache {
-        let shape = KvCache {
+        KvCache {
             n_kv: cfg.n_kv_heads,
             head_dim: cfg.head_dim(),
             capacity,
@@ -83,20 +83,17 @@ impl KvCache {
             keys: Vec::new(),
             values: Vec::new(),
             len: 0,
-        };
-        let zeros = |_| shape.zero_tensor(rows);
-        KvCache {
-            keys: (0..cfg.n_layers).map(zeros).collect(),
-            values: (0..cfg.n_layers).map(zeros).collect(),
-            ..shape
         }
+        .refilled(cfg.n_layers, rows)
     }
 
-    /// The sizes and settings of this cache, without tensors.
-    fn clone_shape(&self) -> KvCache {
+    /// This cache's settings with `layers` layers of zero keys and values of `rows` rows, empty.
+    fn refilled(&self, layers: usize, rows: usize) -> KvCache {
         KvCache {
-            keys: Vec::new(),
-            values: Vec::new(),
+            rows,
+            keys: (0..layers).map(|_| self.zero_tensor(rows)).collect(),
+            values: (0..layers).map(|_| self.zero_tensor(rows)).collect(),
+            len: 0,
             ..*self
         }
     }
@@ -140,18 +137,7 @@ impl KvCache {
         };
         if self.resize_rows(first).is_err() {
             // Nothing stored is lost: start again from zero tensors of the first size.
-            *self = KvCache::with_rows_of(self, cache_rows_for(0, self.capacity));
-        }
-    }
-
-    fn with_rows_of(other: &KvCache, rows: usize) -> KvCache {
-        let fresh = |_: &Tensor| other.zero_tensor(rows);
-        KvCache {
-            rows,
-            keys: other.keys.iter().map(fresh).collect(),
-            values: other.values.iter().map(fresh).collect(),
-            len: 0,
-            ..other.clone_shape()
+            *self = self.refilled(self.keys.len(), first);
         }
     }
 
