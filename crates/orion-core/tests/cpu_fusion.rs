@@ -1,6 +1,6 @@
 //! Tests of the CPU backend's fusions across op boundaries: softmax and reduction prologues,
 //! attention's scores inside their softmax and its backward in one step, RoPE's rotation read in
-//! place, elementwise groups as epilogues of packed products. Each compares the fused plan with the interpreter and, bit for bit, with the same graph
+//! place, elementwise groups as epilogues of packed products and of decode's matrix-vector products. Each compares the fused plan with the interpreter and, bit for bit, with the same graph
 //! whose intermediate is also an output (so it is materialised and the fusion does not apply).
 
 #[path = "common/cpu.rs"]
@@ -433,5 +433,40 @@ fn a_group_reading_a_packed_product_runs_as_its_epilogue_with_the_same_bits() {
         assert_eq!(summary.kernels, vec!["gemm_packed_epilogue"], "{summary}");
         let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&fused[0]), bits(&unfused[0]), "{batch:?} {dims:?} on {threads}");
+    }
+}
+
+#[test]
+fn a_group_reading_a_decode_projection_runs_as_its_epilogue_with_the_same_bits() {
+    // One row times a constant weight (a decode step's projection, computed as a matrix-vector
+    // product): each task runs the group on its part of the result. ((k, n), weights, threads);
+    // 3072 outputs on two threads are split between two tasks.
+    let cases = [
+        ((70, 300), WeightFormat::F32, 1),
+        ((768, 3072), WeightFormat::F32, 2),
+        ((768, 3072), WeightFormat::F16, 2),
+    ];
+    let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for ((k, n), weights, threads) in cases {
+        let (g, inputs) = linear_gelu_residual(&[], (1, k, n), false);
+        let (exposed, _) = linear_gelu_residual(&[], (1, k, n), true);
+        let opts = options(Some(threads), weights);
+        // With half weights the interpreter's f32 result differs by the weights' rounding; the
+        // unfused plan (same half weights) is the reference then.
+        let summary = match weights {
+            WeightFormat::F32 => check_against(&g, &g, &inputs, opts),
+            _ => compile(&g, opts).plan_summary().clone(),
+        };
+        assert_eq!(summary.kernels, vec!["gemv_epilogue"], "{summary}");
+        let unfused = compile(&exposed, opts);
+        assert_eq!(
+            unfused.plan_summary().count("gemv_epilogue"),
+            0,
+            "{}",
+            unfused.plan_summary()
+        );
+        let fused = compile(&g, opts).run(&inputs).unwrap();
+        let unfused = unfused.run(&inputs).unwrap();
+        assert_eq!(bits(&fused[0]), bits(&unfused[0]), "{k}×{n} {weights:?} on {threads}");
     }
 }

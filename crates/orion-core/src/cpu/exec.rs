@@ -141,8 +141,10 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
             matmul::run_packed(p, operand(0)?, out_slice(&mut outs[0], first.numel, op)?, threads, None)?
         }
         Kernel::MatMulEpilogue(p) => {
-            // Operands: the product's left operand, then the program's leaves but the product.
-            let mut others = views.iter().skip(1);
+            // Operands: the product's left operand (and its weight, unless packed), then the
+            // program's leaves but the product.
+            let by_gemv = p.product.packed.is_none();
+            let mut others = views.iter().skip(if by_gemv { 2 } else { 1 });
             let leaves = (0..p.program.leaves.len())
                 .map(|i| match i == p.primary {
                     true => Ok(&[][..]),
@@ -151,7 +153,11 @@ fn compute(plan: &Plan, step: &Step, inputs: &[Tensor], arena: &[Buf], outs: &mu
                 .collect::<Result<Vec<_>>>()?;
             let epilogue = Epilogue::new(&p.program, leaves, p.primary);
             let out = out_slice(&mut outs[0], first.numel, op)?;
-            matmul::run_packed(&p.product, operand(0)?, out, threads, Some(&epilogue))?
+            if by_gemv {
+                matmul::run_gemv_epilogue(&p.product, (operand(0)?, operand(1)?), out, threads, &epilogue)?
+            } else {
+                matmul::run_packed(&p.product, operand(0)?, out, threads, Some(&epilogue))?
+            }
         }
         Kernel::MatMul(p) => matmul::run(
             p,

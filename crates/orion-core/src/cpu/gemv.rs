@@ -62,6 +62,23 @@ impl MatrixRows<'_> {
 /// `y[r] = Σ_k matrix[r·stride + k] · x[k]` for every row `r < y.len()`, on up to `threads` rayon
 /// tasks. `stride >= x.len()`; the matrix must hold `(rows - 1)·stride + K` elements.
 pub fn gemv(matrix: MatrixRows<'_>, stride: usize, x: &[f32], y: &mut [f32], threads: usize) -> Result<()> {
+    gemv_then(matrix, stride, x, y, threads, &|_, _| {})
+}
+
+/// What a task does with its part of a product's result once computed: `then(first, part)`
+/// with `part` the results of rows `first..first + part.len()`, to be replaced in place.
+pub(crate) type RowsThen<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
+
+/// [`gemv`], each task then calling `then` on its part of `y` while it is in the core's cache (a
+/// decode step's bias, activation or residual add: see `super::epilogue`).
+pub(crate) fn gemv_then(
+    matrix: MatrixRows<'_>,
+    stride: usize,
+    x: &[f32],
+    y: &mut [f32],
+    threads: usize,
+    then: &RowsThen<'_>,
+) -> Result<()> {
     let (k, rows) = (x.len(), y.len());
     if rows == 0 {
         return Ok(());
@@ -77,15 +94,17 @@ pub fn gemv(matrix: MatrixRows<'_>, stride: usize, x: &[f32], y: &mut [f32], thr
     }
     if threads <= 1 || rows * k < PAR_MIN_WORK || rows < 2 * MIN_TASK_ROWS {
         rows_range(matrix, stride, x, 0, y);
+        then(0, y);
         return Ok(());
     }
     // One contiguous part per thread, so each core streams a single region (two parts per thread,
     // for balancing, were slower in 5 of 6 alternated runs of the decode-like sequence: 13.6–17.4
     // against 13.7–15.3 ms median on the EPYC).
     let per_task = rows.div_ceil(threads).max(MIN_TASK_ROWS);
-    y.par_chunks_mut(per_task)
-        .enumerate()
-        .for_each(|(task, ys)| rows_range(matrix, stride, x, task * per_task, ys));
+    y.par_chunks_mut(per_task).enumerate().for_each(|(task, ys)| {
+        rows_range(matrix, stride, x, task * per_task, ys);
+        then(task * per_task, ys);
+    });
     Ok(())
 }
 

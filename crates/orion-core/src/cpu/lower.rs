@@ -41,8 +41,9 @@ pub(crate) enum Kernel {
     /// backward in one step; zero probabilities skipped), see [`super::attention_backward`].
     AttentionBackward(Box<AttentionBackwardPlan>),
     MatMul(MatMulPlan),
-    /// A product with a packed constant weight and the fused group that reads its result, applied
-    /// to each row part as the kernel finishes it, see [`super::epilogue`].
+    /// A product with a packed constant weight (or one row times a constant weight, as a
+    /// matrix-vector product) and the fused group that reads its result, applied to each row part
+    /// as the kernel finishes it, see [`super::epilogue`].
     MatMulEpilogue(Box<EpiloguePlan>),
     IntBinary {
         op: BinaryOp,
@@ -89,6 +90,7 @@ impl Kernel {
                 Method::Ordered => "matmul_ordered",
                 Method::PackedRight => "gemm_packed",
             },
+            Kernel::MatMulEpilogue(p) if p.product.packed.is_none() => "gemv_epilogue",
             Kernel::MatMulEpilogue(_) => "gemm_packed_epilogue",
             Kernel::IntBinary { .. } => "int_binary",
             Kernel::Compare { .. } => "compare",

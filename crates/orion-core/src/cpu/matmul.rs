@@ -28,7 +28,7 @@
 
 use super::epilogue::Epilogue;
 use super::gemm_kernel::{gemm_packed, gemm_row_major, PackedRight, RightRows, RowEpilogue};
-use super::gemv::{gemv, widen_halves, MatrixRows};
+use super::gemv::{gemv, gemv_then, widen_halves, MatrixRows, RowsThen};
 use super::storage::{kind_error, View};
 use crate::error::Result;
 use crate::interp::exec_error;
@@ -441,10 +441,10 @@ pub(crate) fn run(plan: &MatMulPlan, a: View<'_>, b: View<'_>, out: &mut [f32], 
     if many {
         out.par_chunks_mut(per_batch)
             .zip(plan.batches.par_iter())
-            .try_for_each(|(o, &(ao, bo))| one_product(plan, a, ao, b, bo, o, 1))
+            .try_for_each(|(o, &(ao, bo))| one_product(plan, (a, ao), (b, bo), o, 1, &|_, _| {}))
     } else {
         for (o, &(ao, bo)) in out.chunks_mut(per_batch).zip(&plan.batches) {
-            one_product(plan, a, ao, b, bo, o, threads)?;
+            one_product(plan, (a, ao), (b, bo), o, threads, &|_, _| {})?;
         }
         Ok(())
     }
@@ -488,15 +488,36 @@ pub(crate) fn run_packed(
     Ok(())
 }
 
-/// One `[m, k] · [k, n]` product with operands at offsets `ao` and `bo`.
-fn one_product(
+/// Runs the one product of `plan` (method [`Method::GemvRight`]: a single row times a weight
+/// stored with rows over k) into `out [n]`, the `epilogue` replacing each task's part of the
+/// result while it is in the core's cache.
+pub(crate) fn run_gemv_epilogue(
     plan: &MatMulPlan,
-    a: Operand<'_>,
-    ao: usize,
-    b: Operand<'_>,
-    bo: usize,
+    (a, b): (View<'_>, View<'_>),
     out: &mut [f32],
     threads: usize,
+    epilogue: &Epilogue<'_>,
+) -> Result<()> {
+    let error = || exec_error("matmul", "cpu backend: matrix-vector epilogue unlike its plan".into());
+    let [(ao, bo)] = plan.batches[..] else {
+        return Err(error());
+    };
+    if plan.method != Method::GemvRight || out.len() != plan.n {
+        return Err(error());
+    }
+    let then = |first: usize, part: &mut [f32]| epilogue.apply(first, part);
+    one_product(plan, (Operand::of(a)?, ao), (Operand::of(b)?, bo), out, threads, &then)
+}
+
+/// One `[m, k] · [k, n]` product with operands at offsets `ao` and `bo`.
+/// A matrix-vector product calls `then` on each task's part of the result (see [`gemv_then`]).
+fn one_product(
+    plan: &MatMulPlan,
+    (a, ao): (Operand<'_>, usize),
+    (b, bo): (Operand<'_>, usize),
+    out: &mut [f32],
+    threads: usize,
+    then: &RowsThen<'_>,
 ) -> Result<()> {
     let (m, n, k) = (plan.m, plan.n, plan.k);
     let split = threads > 1 && m * n * k >= SPLIT_MIN_WORK;
@@ -526,7 +547,7 @@ fn one_product(
         Method::GemvRight => {
             let stride = if n == 1 { k } else { plan.b.cs };
             let x = a.vector(ao, k, plan.a.cs)?;
-            gemv(b.rows(bo, n, stride, k)?, stride, &x, out, threads)
+            gemv_then(b.rows(bo, n, stride, k)?, stride, &x, out, threads, then)
         }
         Method::GemvLeft => {
             let stride = if m == 1 { k } else { plan.a.rs };

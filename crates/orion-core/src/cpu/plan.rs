@@ -165,8 +165,9 @@ struct Pending {
     op: &'static str,
     reads: Vec<ValueId>,
     defines: Vec<ValueId>,
-    /// The step reads constant weights from their half-precision copies when they have one.
-    reads_weights: bool,
+    /// The positions in `reads` of the weights a product reads from their half-precision copies
+    /// when they have one.
+    weight_reads: std::ops::Range<usize>,
 }
 
 impl Plan {
@@ -197,7 +198,14 @@ impl Plan {
             let operands = p
                 .reads
                 .iter()
-                .map(|&v| if p.reads_weights { weight_loc(v) } else { loc(v) })
+                .enumerate()
+                .map(|(i, &v)| {
+                    if p.weight_reads.contains(&i) {
+                        weight_loc(v)
+                    } else {
+                        loc(v)
+                    }
+                })
                 .collect::<Result<_>>()?;
             let outputs = p
                 .defines
@@ -280,7 +288,11 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     let packed: Vec<bool> = (0..g.values().len())
         .map(|v| pack && store_transposed[v] && half_ok[v] == HalfUse::No)
         .collect();
-    let epilogues = plan_epilogues(g, &fusion, &packed);
+    let epilogues = plan_epilogues(g, &fusion, |product| {
+        let right = product.inputs[1];
+        let constant = matches!(g.producer(right).op, Op::Const { .. });
+        packed[right.index()] || (constant && !store_transposed[right.index()] && single_row_product(g, product))
+    });
     let values = g.values().len();
     let mut w = Walk {
         root: (0..values).map(|v| ValueId(v as u32)).collect(),
@@ -338,7 +350,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
                     w.home[v.index()] = Home::Step;
                 }
                 w.pending.push(Pending {
-                    reads_weights: false,
+                    weight_reads: 0..0,
                     kernel: Kernel::AttentionBackward(Box::new(plan)),
                     op: node.op.name(),
                     reads,
@@ -352,7 +364,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
                 w.home[v.index()] = Home::Step;
             }
             w.pending.push(Pending {
-                reads_weights: false,
+                weight_reads: 0..0,
                 kernel: Kernel::ScoresSoftmax(plan),
                 op: node.op.name(),
                 reads: operands.to_vec(),
@@ -372,13 +384,19 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
                     "cpu backend: an epilogue without its product".into(),
                 ));
             };
-            if !place_right_operand(&w, product_node, &store_transposed, &mut plan) {
-                return Err(exec_error(
-                    "plan",
-                    "cpu backend: an epilogue of an unpacked product".into(),
-                ));
-            }
+            // A packed product reads only its left operand; a matrix-vector product also its weight.
+            let packed = place_right_operand(&w, product_node, &store_transposed, &mut plan);
             let mut reads = vec![product_node.inputs[0]];
+            if !packed {
+                if plan.method != Method::GemvRight || plan.batches.len() != 1 {
+                    return Err(exec_error(
+                        "plan",
+                        "cpu backend: an epilogue of a product that cannot run one".into(),
+                    ));
+                }
+                reads.push(product_node.inputs[1]);
+            }
+            let weight_reads = 1..reads.len();
             reads.extend(
                 group
                     .leaves
@@ -397,7 +415,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
             }));
             count_fusion(&mut w.summary, &kernel);
             w.pending.push(Pending {
-                reads_weights: false,
+                weight_reads,
                 kernel,
                 op: node.op.name(),
                 reads,
@@ -421,7 +439,11 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
             }
             count_fusion(&mut w.summary, &kernel);
             w.pending.push(Pending {
-                reads_weights: matches!(kernel, Kernel::MatMul(_)),
+                weight_reads: if matches!(kernel, Kernel::MatMul(_)) {
+                    0..reads.len()
+                } else {
+                    0..0
+                },
                 kernel,
                 op: node.op.name(),
                 reads,
@@ -430,6 +452,17 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
         }
     }
     Ok(w)
+}
+
+/// True when the matmul `node` multiplies one row by a matrix without batches (a decode step's
+/// projection `x · Wᵀ`, planned as a matrix-vector product).
+fn single_row_product(g: &Graph, node: &Node) -> bool {
+    let Op::MatMul { transpose_a, .. } = node.op else {
+        return false;
+    };
+    let rows = crate::infer::last_two(&g.ty(node.inputs[0]).shape, transpose_a).0;
+    let (right, out) = (&g.ty(node.inputs[1]).shape, &g.ty(node.outputs[0]).shape);
+    rows == 1 && right.rank() == 2 && out.dims().last() == Some(&out.numel())
 }
 
 /// Points the plan of a matmul `node` at its right operand's storage when that is a constant
