@@ -16,7 +16,9 @@ been at least 90 % idle for 3 s, and the rounds interleave ours and the peers'. 
 as the median over rounds and the best round (least disturbed). With --read-bandwidth and --fma-peak
 each round also measures the machine's memory read rate (before the GPT-2 decodes and again before the
 Stories110M file decodes) and its multiply-add peak, so every round's figures have their bounds beside
-them; the decode rows also record the weights' GB/s, to set against the read rate. Raw results (every `--json` run and
+them; the decode rows also record the weights' GB/s, to set against the read rate. With --run-c, each
+round also runs run.c's own job on our side (`orion generate`, 255 new tokens from the start of the
+context on the same file) right before run.c, so that row compares the same work. Raw results (every `--json` run and
 every peer's output) go to --out. Needs the venv of torch_bench.py for the PyTorch rows (--python).
 """
 import argparse
@@ -65,6 +67,20 @@ def orion(args, key, bench_args, picks):
     with open(path) as f:
         run = json.load(f)
     return {label: figure(run, row, name) for label, row, name in picks}
+
+
+def orion_generate(args, key):
+    """Runs `orion generate` on the llama2.c file for run.c's job (255 new tokens from the start,
+    greedy); returns the decode rate it prints."""
+    model, tokenizer = os.path.join(args.peers, "model.bin"), os.path.join(args.peers, "tokenizer.bin")
+    proc = subprocess.run([args.orion, "generate", "--weights", model, "--tokenizer", tokenizer, "--prompt", "Once",
+                           "--max-tokens", "255", "--device", "cpu"], capture_output=True, text=True, check=True)
+    match = re.search(r"decode ([0-9.]+) tok/s", proc.stderr)
+    if not match:
+        raise RuntimeError(f"orion generate printed no rate: {proc.stderr}")
+    with open(os.path.join(args.out, f"{key}.txt"), "w") as f:
+        f.write(proc.stderr)
+    return {"orion Stories110M file generate 255 tok/s": float(match.group(1))}
 
 
 def torch_peer(args, key, peer_args, picks):
@@ -136,6 +152,8 @@ def measurements(args):
             ("orion Stories110M file decode tok/s", "decode", "tok/s"),
             ("orion Stories110M file decode weights GB/s", "decode", "weights GB/s")])))
         if args.run_c:
+            # run.c's own job for both, back to back: 255 new tokens from the start of the context.
+            items.append(("orion_file_generate", lambda: orion_generate(args, "orion_file_generate")))
             items.append(("runc_file_110m", lambda: run_c(args, "runc_file_110m")))
     if not args.skip_torch:
         threads = ["--threads", str(args.threads)]
@@ -185,6 +203,20 @@ def main():
         best = min(values) if label.endswith(" ms") else max(values)
         print(f"| {label} | {statistics.median(values):.1f} | {best:.1f} | {len(values)} |")
     print_stream_shares(samples)
+    print_run_c_pairs(samples)
+
+
+def print_run_c_pairs(samples):
+    """Per round: our rate on run.c's job over run.c's, measured back to back."""
+    ours, theirs = "orion Stories110M file generate 255 tok/s", "run.c Stories110M file decode tok/s"
+    if ours not in samples or theirs not in samples:
+        return
+    pairs = list(zip(samples[ours], samples[theirs]))
+    print("\n| 255 new tokens on the file, orion ÷ run.c | " + " | ".join(
+        f"round {i + 1}" for i in range(len(pairs))) + " | median |")
+    print("|---|" + "---|" * (len(pairs) + 1))
+    ratios = [f"{o / t:.2f} ({o:.1f} / {t:.1f})" for o, t in pairs]
+    print("| ratio | " + " | ".join(ratios) + f" | {statistics.median(o / t for o, t in pairs):.2f} |")
 
 
 def print_stream_shares(samples):
