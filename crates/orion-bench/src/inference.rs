@@ -9,7 +9,7 @@
 //!   programs, including compiling the prefill programs; shown, not gated — it is measured once);
 //! - decode: tokens per second over the decode steps of a greedy generation after that prompt; on the
 //!   CPU each step runs the KV-cache program of the cache's current size (the positions stored
-//!   rounded up to a power of two, at least 64, at most the capacity `seq_len`), so a step's
+//!   rounded up to a multiple of 64, at most the capacity `seq_len`), so a step's
 //!   attention cost follows its position.
 //!
 //! On `ane-sim` the layer programs' cost-model estimates are summed over each call (`est` figures);
@@ -238,7 +238,7 @@ fn notes(plan: &Plan, short: usize, device: &Instrumented) -> Vec<String> {
     match plan.config.device {
         Device::Cpu => notes.push(format!(
             "cpu: whole-model programs, weights baked as {} constants; each decode step runs the program of the \
-             cache's size (positions rounded up to a power of two, 64..={capacity} rows: {} for these steps); \
+             cache's size (positions rounded up to a multiple of 64, at most {capacity} rows: {} for these steps); \
              weights GB/s = matmul weights streamed per token × tok/s",
             plan.config.weights.name(),
             decode_rows(plan, short)

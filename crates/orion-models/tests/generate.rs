@@ -385,17 +385,17 @@ fn small(family: &str) -> Model {
 }
 
 /// A greedy generation that starts in the growing cache's 64-row decode program and continues
-/// through the 128- and 256-row ones gives the re-forward's tokens for both families, also when the
-/// generator is reused after a longer generation (the cache shrinks back, its stale rows masked).
+/// through the 128-, 192- and 256-row ones gives the re-forward's tokens for both families, also when
+/// the generator is reused after a longer generation (the cache shrinks back, its stale rows masked).
 #[test]
 fn greedy_tokens_across_cache_sizes_equal_the_reforward() {
     let cpu = CpuBackend::default();
     for family in ["gpt2", "stories260K"] {
         let model = small(family);
         let capacity = 300;
-        assert_eq!(cache_row_sizes(capacity), vec![64, 128, 256, 300]);
+        assert_eq!(cache_row_sizes(capacity), vec![64, 128, 192, 256, 300]);
         let mut generator = Generator::with_capacity(&model, &cpu, capacity, DType::F32).unwrap();
-        // Prompt inside the first size; 150 new tokens reach positions up to 209 (three sizes).
+        // Prompt inside the first size; 150 new tokens reach positions up to 209 (four sizes).
         let prompt: Vec<u32> = (0..FIRST_ROWS as u32 - 4).map(|i| (i * 37 + 5) % 96).collect();
         let long = generator.generate(&prompt, &greedy(150), &mut |_| true).unwrap();
         let want = reforward_greedy(&model, &cpu, &prompt, 150).unwrap();

@@ -4,11 +4,11 @@
 //! - `kv_cache`: the host-side cache fed to the decode-step graph.
 //!
 //! A `Generator` compiles, once, a decode-step graph for each size its growing cache takes (64, 128,
-//! … rows up to its capacity, [`kv_cache::cache_row_sizes`]) with the model's weights baked in as
+//! 192, … rows up to its capacity, [`kv_cache::cache_row_sizes`]) with the model's weights baked in as
 //! constants (`WeightMode::Constants`; the programs share one copy of every derived weight), and one
 //! prefill graph per prompt length it meets (kept for reuse). Each step runs the program of the
-//! cache's current size, so its attention reads the rows the position needs rounded up to a power
-//! of two, not the whole context. `generate` runs prefill on the prompt (filling the cache from its `k.{i}`/
+//! cache's current size, so its attention reads the rows the position needs rounded up to a
+//! multiple of 64 (of a sixteenth of the next power of two past 1024), not the whole context. `generate` runs prefill on the prompt (filling the cache from its `k.{i}`/
 //! `v.{i}` outputs), samples from the last row's logits, then feeds each new token to the decode
 //! step at the next position, storing the step's new key/value rows in the cache. It stops at
 //! `max_new_tokens`, at a stop token (which is returned), when the cache is full, or when the
