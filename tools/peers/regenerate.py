@@ -75,12 +75,18 @@ def orion_generate(args, key):
     model, tokenizer = os.path.join(args.peers, "model.bin"), os.path.join(args.peers, "tokenizer.bin")
     proc = subprocess.run([args.orion, "generate", "--weights", model, "--tokenizer", tokenizer, "--prompt", "Once",
                            "--max-tokens", "255", "--device", "cpu"], capture_output=True, text=True, check=True)
-    match = re.search(r"decode ([0-9.]+) tok/s", proc.stderr)
+    rate = printed_rate(args, key, proc, r"decode ([0-9.]+) tok/s", "orion generate")
+    return {"orion Stories110M file generate 255 tok/s": rate}
+
+
+def printed_rate(args, key, proc, pattern, who):
+    """The rate `pattern` finds in a finished process's stderr, which is kept in --out as `key`.txt."""
+    match = re.search(pattern, proc.stderr)
     if not match:
-        raise RuntimeError(f"orion generate printed no rate: {proc.stderr}")
+        raise RuntimeError(f"{who} printed no rate: {proc.stderr}")
     with open(os.path.join(args.out, f"{key}.txt"), "w") as f:
         f.write(proc.stderr)
-    return {"orion Stories110M file generate 255 tok/s": float(match.group(1))}
+    return float(match.group(1))
 
 
 def torch_peer(args, key, peer_args, picks):
@@ -97,12 +103,7 @@ def run_c(args, key):
     model, tokenizer = os.path.join(args.peers, "model.bin"), os.path.join(args.peers, "tokenizer.bin")
     proc = subprocess.run([args.run_c, model, "-z", tokenizer, "-n", "256", "-t", "0"], env=env,
                           capture_output=True, text=True, check=True)
-    match = re.search(r"achieved tok/s: ([0-9.]+)", proc.stderr)
-    if not match:
-        raise RuntimeError(f"run.c printed no rate: {proc.stderr}")
-    with open(os.path.join(args.out, f"{key}.txt"), "w") as f:
-        f.write(proc.stderr)
-    return {"run.c Stories110M file decode tok/s": float(match.group(1))}
+    return {"run.c Stories110M file decode tok/s": printed_rate(args, key, proc, r"achieved tok/s: ([0-9.]+)", "run.c")}
 
 
 def machine_rate(binary, key, label, args):
