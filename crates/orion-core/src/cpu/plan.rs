@@ -291,7 +291,7 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     let epilogues = plan_epilogues(g, &fusion, |product| {
         let right = product.inputs[1];
         let constant = matches!(g.producer(right).op, Op::Const { .. });
-        packed[right.index()] || (constant && !store_transposed[right.index()] && single_row_product(g, product))
+        packed[right.index()] || (constant && !store_transposed[right.index()] && runs_as_one_gemv(g, product))
     });
     let values = g.values().len();
     let mut w = Walk {
@@ -454,15 +454,11 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     Ok(w)
 }
 
-/// True when the matmul `node` multiplies one row by a matrix without batches (a decode step's
-/// projection `x · Wᵀ`, planned as a matrix-vector product).
-fn single_row_product(g: &Graph, node: &Node) -> bool {
-    let Op::MatMul { transpose_a, .. } = node.op else {
-        return false;
-    };
-    let rows = crate::infer::last_two(&g.ty(node.inputs[0]).shape, transpose_a).0;
-    let (right, out) = (&g.ty(node.inputs[1]).shape, &g.ty(node.outputs[0]).shape);
-    rows == 1 && right.rank() == 2 && out.dims().last() == Some(&out.numel())
+/// True when the matmul `node`, its right operand read where it lies, is planned as one
+/// matrix-vector product (a decode step's projection `x · Wᵀ`): the plan [`lower`] gives it, so an
+/// epilogue is only planned where the step will run one.
+fn runs_as_one_gemv(g: &Graph, node: &Node) -> bool {
+    matches!(lower(g, node, None), Ok(Kernel::MatMul(plan)) if plan.method == Method::GemvRight && plan.batches.len() == 1)
 }
 
 /// Points the plan of a matmul `node` at its right operand's storage when that is a constant
