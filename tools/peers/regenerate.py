@@ -18,7 +18,9 @@ each round also measures the machine's memory read rate (before the GPT-2 decode
 Stories110M file decodes) and its multiply-add peak, so every round's figures have their bounds beside
 them; the decode rows also record the weights' GB/s, to set against the read rate. With --run-c, each
 round also runs run.c's own job on our side (`orion generate`, 255 new tokens from the start of the
-context on the same file) right before run.c, so that row compares the same work. Raw results (every `--json` run and
+context on the same file) right before run.c, so that row compares the same work. With --huge-pages,
+each of our decode measurements also runs with `--huge-pages` (decode weights on transparent huge
+pages), right after the plain one, under labels ending in "(huge pages)". Raw results (every `--json` run and
 every peer's output) go to --out. Needs the venv of torch_bench.py for the PyTorch rows (--python).
 """
 import argparse
@@ -69,14 +71,15 @@ def orion(args, key, bench_args, picks):
     return {label: figure(run, row, name) for label, row, name in picks}
 
 
-def orion_generate(args, key):
+def orion_generate(args, key, extra=(), suffix=""):
     """Runs `orion generate` on the llama2.c file for run.c's job (255 new tokens from the start,
     greedy); returns the decode rate it prints."""
     model, tokenizer = os.path.join(args.peers, "model.bin"), os.path.join(args.peers, "tokenizer.bin")
     proc = subprocess.run([args.orion, "generate", "--weights", model, "--tokenizer", tokenizer, "--prompt", "Once",
-                           "--max-tokens", "255", "--device", "cpu"], capture_output=True, text=True, check=True)
+                           "--max-tokens", "255", "--device", "cpu", *extra],
+                          capture_output=True, text=True, check=True)
     rate = printed_rate(args, key, proc, r"decode ([0-9.]+) tok/s", "orion generate")
-    return {"orion Stories110M file generate 255 tok/s": rate}
+    return {"orion Stories110M file generate 255 tok/s" + suffix: rate}
 
 
 def printed_rate(args, key, proc, pattern, who):
@@ -155,7 +158,12 @@ def measurements(args):
         if args.run_c:
             # run.c's own job for both, back to back: 255 new tokens from the start of the context.
             items.append(("orion_file_generate", lambda: orion_generate(args, "orion_file_generate")))
+            if args.huge_pages:
+                items.append(("orion_file_generate_huge", lambda: orion_generate(
+                    args, "orion_file_generate_huge", ["--huge-pages"], HUGE)))
             items.append(("runc_file_110m", lambda: run_c(args, "runc_file_110m")))
+    if args.huge_pages:
+        items = with_huge_page_decodes(args, items)
     if not args.skip_torch:
         threads = ["--threads", str(args.threads)]
         for dtype in ["float32", "bfloat16", "float16"]:
@@ -173,6 +181,28 @@ def measurements(args):
     return items
 
 
+HUGE = " (huge pages)"
+DECODE_BENCHES = {"orion_gpt2_f32": ["inference", "--model", "gpt2"],
+                  "orion_gpt2_f16": ["inference", "--model", "gpt2", "--weights", "f16"]}
+
+
+def with_huge_page_decodes(args, items):
+    """Each `orion bench inference` item, followed by the same run with --huge-pages (its decode
+    figures only, labelled with HUGE)."""
+    out = []
+    for key, measure in items:
+        out.append((key, measure))
+        if key not in DECODE_BENCHES and key != "orion_file_110m":
+            continue
+        bench = DECODE_BENCHES.get(key, ["inference", "--model", os.path.join(args.peers, "model.bin")])
+        name = {"orion_gpt2_f32": "GPT-2 decode f32", "orion_gpt2_f16": "GPT-2 decode f16"}.get(
+            key, "Stories110M file decode")
+        picks = [(f"orion {name} tok/s{HUGE}", "decode", "tok/s"),
+                 (f"orion {name} weights GB/s{HUGE}", "decode", "weights GB/s")]
+        out.append((key + "_huge", lambda k=key + "_huge", b=bench, p=picks: orion(args, k, [*b, "--huge-pages"], p)))
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orion", default="target/release/orion")
@@ -186,6 +216,8 @@ def main():
     parser.add_argument("--quiet-wait", type=float, default=600)
     parser.add_argument("--only", help="regular expression: run only measurements whose key matches")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--huge-pages", action="store_true",
+                        help="also run each of our decode measurements with --huge-pages")
     parser.add_argument("--out", default="/tmp/orion-bench-results")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -209,22 +241,27 @@ def main():
 
 def print_run_c_pairs(samples):
     """Per round: our rate on run.c's job over run.c's, measured back to back."""
-    ours, theirs = "orion Stories110M file generate 255 tok/s", "run.c Stories110M file decode tok/s"
-    if ours not in samples or theirs not in samples:
+    theirs = "run.c Stories110M file decode tok/s"
+    rows = [(label, samples[label + suffix]) for label, suffix in [("orion", ""), ("orion --huge-pages", HUGE)]
+            if "orion Stories110M file generate 255 tok/s" + suffix in samples]
+    if theirs not in samples or not rows:
         return
-    pairs = list(zip(samples[ours], samples[theirs]))
-    print("\n| 255 new tokens on the file, orion ÷ run.c | " + " | ".join(
-        f"round {i + 1}" for i in range(len(pairs))) + " | median |")
-    print("|---|" + "---|" * (len(pairs) + 1))
-    ratios = [f"{o / t:.2f} ({o:.1f} / {t:.1f})" for o, t in pairs]
-    print("| ratio | " + " | ".join(ratios) + f" | {statistics.median(o / t for o, t in pairs):.2f} |")
+    print("\n| 255 new tokens on the file, ÷ run.c | " + " | ".join(
+        f"round {i + 1}" for i in range(len(samples[theirs]))) + " | median |")
+    print("|---|" + "---|" * (len(samples[theirs]) + 1))
+    for label, ours in rows:
+        pairs = list(zip(ours, samples[theirs]))
+        ratios = [f"{o / t:.2f} ({o:.1f} / {t:.1f})" for o, t in pairs]
+        print(f"| {label} | " + " | ".join(ratios) + f" | {statistics.median(o / t for o, t in pairs):.2f} |")
 
 
 def print_stream_shares(samples):
     """Per round: each decode's weights GB/s as a share of the read rate measured just before it."""
-    pairs = [("orion GPT-2 decode f32 weights GB/s", "machine read GB/s (before GPT-2)"),
-             ("orion GPT-2 decode f16 weights GB/s", "machine read GB/s (before GPT-2)"),
-             ("orion Stories110M file decode weights GB/s", "machine read GB/s (before the Stories110M file)")]
+    pairs = [(f"orion {name} weights GB/s{suffix}", read)
+             for name, read in [("GPT-2 decode f32", "machine read GB/s (before GPT-2)"),
+                                ("GPT-2 decode f16", "machine read GB/s (before GPT-2)"),
+                                ("Stories110M file decode", "machine read GB/s (before the Stories110M file)")]
+             for suffix in ["", HUGE]]
     rows = [(d, r) for d, r in pairs if d in samples and r in samples]
     if not rows:
         return
@@ -233,7 +270,7 @@ def print_stream_shares(samples):
     print("|---|" + "---|" * len(samples[rows[0][0]]))
     for decode, read in rows:
         shares = [f"{d / r:.2f} ({d:.1f} / {r:.1f})" for d, r in zip(samples[decode], samples[read])]
-        print(f"| {decode.removesuffix(' weights GB/s')} | " + " | ".join(shares) + " |")
+        print(f"| {decode.replace(' weights GB/s', '')} | " + " | ".join(shares) + " |")
 
 
 if __name__ == "__main__":

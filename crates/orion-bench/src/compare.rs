@@ -94,7 +94,7 @@ impl Comparison {
 
 /// Checks that the two configurations measure the same thing (see the module header).
 pub fn check_same_configuration(baseline: &RunConfig, current: &RunConfig) -> Result<()> {
-    let fields: [(&'static str, String, String); 9] = [
+    let fields: [(&'static str, String, String); 10] = [
         ("suite", baseline.suite.name().into(), current.suite.name().into()),
         ("model", baseline.model.clone(), current.model.clone()),
         ("device", baseline.device.name().into(), current.device.name().into()),
@@ -116,6 +116,11 @@ pub fn check_same_configuration(baseline: &RunConfig, current: &RunConfig) -> Re
             format!("{:?}", current.strategy.map(|s| s.name())),
         ),
         ("quick mode", baseline.quick.to_string(), current.quick.to_string()),
+        (
+            "huge pages",
+            baseline.huge_pages.to_string(),
+            current.huge_pages.to_string(),
+        ),
     ];
     match fields.into_iter().find(|(_, b, c)| b != c) {
         Some((field, baseline, current)) => Err(BenchError::Mismatch {
@@ -216,6 +221,7 @@ mod tests {
             strategy: None,
             iterations: 3,
             quick: true,
+            huge_pages: false,
         }
     }
 
@@ -341,6 +347,15 @@ mod tests {
         assert!(matches!(
             compare(&base, &other, 10.0),
             Err(BenchError::Mismatch { field: "strategy", .. })
+        ));
+        other = inference(10.0, 50.0);
+        other.config.huge_pages = true;
+        assert!(matches!(
+            compare(&base, &other, 10.0),
+            Err(BenchError::Mismatch {
+                field: "huge pages",
+                ..
+            })
         ));
         // The number of iterations may differ: medians stay comparable.
         other = inference(10.0, 50.0);

@@ -243,10 +243,10 @@ pub fn run_kernels(plan: &Plan) -> Result<BenchRun> {
     let cfg = &plan.model_config;
     let (t, b) = (plan.config.seq_len, plan.config.batch_size);
     let model = plan.model()?;
-    let train_cpu = cpu_backend(WeightsChoice::F32, plan.delay);
+    let train_cpu = cpu_backend(WeightsChoice::F32, false, plan.delay);
     let (device, dtype) = layer_backend(plan.config.device, plan.chip(), AneWeightMode::Inputs, plan.delay)?;
     let _step_programs = StepPrograms::new(cfg, t, b, &device, dtype, &train_cpu)?;
-    let inference = cpu_backend(plan.config.weights, plan.delay);
+    let inference = cpu_backend(plan.config.weights, plan.config.huge_pages, plan.delay);
     inference.compile_program(&model.decode_graph(t, DType::F32, WeightMode::Constants)?)?;
     inference.compile_program(&model.prefill_graph(t, DType::F32, WeightMode::Constants)?)?;
 

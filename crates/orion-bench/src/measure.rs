@@ -241,13 +241,18 @@ impl Backend for Instrumented {
     }
 }
 
-/// The CPU backend with `weights` as the storage of constant matmul weights, instrumented.
-pub fn cpu_backend(weights: WeightsChoice, delay: Duration) -> Instrumented {
+/// The CPU backend with `weights` as the storage of constant matmul weights (and the weights decode
+/// streams on huge pages if `huge_pages`), instrumented.
+pub fn cpu_backend(weights: WeightsChoice, huge_pages: bool, delay: Duration) -> Instrumented {
     let weights = match weights {
         WeightsChoice::F32 => WeightFormat::F32,
         WeightsChoice::F16 => WeightFormat::F16,
     };
-    let options = CpuOptions { threads: None, weights };
+    let options = CpuOptions {
+        threads: None,
+        weights,
+        huge_pages,
+    };
     Instrumented::plain(Box::new(CpuBackend::new(options)), "cpu", delay)
 }
 
@@ -273,7 +278,7 @@ pub fn layer_backend(
     delay: Duration,
 ) -> Result<(Instrumented, DType)> {
     match device {
-        Device::Cpu => Ok((cpu_backend(WeightsChoice::F32, delay), DType::F32)),
+        Device::Cpu => Ok((cpu_backend(WeightsChoice::F32, false, delay), DType::F32)),
         Device::AneSim => Ok((ane_backend(chip, weights, delay)?, DType::F16)),
     }
 }

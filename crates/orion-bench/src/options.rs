@@ -40,6 +40,8 @@ pub struct BenchOptions {
     pub seq_len: Option<usize>,
     pub iterations: Option<usize>,
     pub quick: bool,
+    /// CPU: back the weights decode streams with transparent huge pages (Linux).
+    pub huge_pages: bool,
     /// Training: how layer programs get their weights.
     pub strategy: Strategy,
     /// Sleep inside every timed region (testing the regression gate only).
@@ -59,6 +61,7 @@ impl BenchOptions {
             seq_len: None,
             iterations: None,
             quick: false,
+            huge_pages: false,
             strategy: Strategy::Dynamic,
             inject_delay: Duration::ZERO,
         }
@@ -177,6 +180,7 @@ impl Plan {
             strategy: (options.suite == Suite::Training).then_some(options.strategy),
             iterations,
             quick: options.quick,
+            huge_pages: options.huge_pages,
         };
         Ok(Plan {
             config,

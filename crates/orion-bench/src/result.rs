@@ -173,6 +173,9 @@ pub struct RunConfig {
     /// Timed repetitions per figure (the median is reported).
     pub iterations: usize,
     pub quick: bool,
+    /// CPU decode weights on transparent huge pages (`--huge-pages`); absent in older files.
+    #[serde(default)]
+    pub huge_pages: bool,
 }
 
 /// The machine a run was measured on.

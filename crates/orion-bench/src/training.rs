@@ -170,7 +170,7 @@ fn rows(plan: &Plan, device: &Instrumented, samples: &[StepSample], compile_ms: 
 pub fn run_training(plan: &Plan) -> Result<BenchRun> {
     let cfg = plan.model_config.clone();
     let (t, b) = (plan.config.seq_len, plan.config.batch_size);
-    let cpu = cpu_backend(WeightsChoice::F32, plan.delay);
+    let cpu = cpu_backend(WeightsChoice::F32, false, plan.delay);
     let lowering = match plan.config.strategy {
         Some(Strategy::Recompile | Strategy::Patch) => AneWeightMode::Baked,
         Some(Strategy::Dynamic) | None => AneWeightMode::Inputs,

@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 use orion_ane::backend::AneBackend;
 use orion_ane::device::AneDevice;
 use orion_ane::lower::LowerOptions;
-use orion_core::cpu::CpuBackend;
+use orion_core::cpu::{CpuBackend, CpuOptions};
 use orion_models::generate::layered::{LayeredGenerator, LayeredOptions};
 use orion_models::generate::{forward_logits, GenerateOptions, Generation, Generator, SamplingOptions};
 use orion_models::tokenizer::{gpt2, load_tokenizer, Tokenizer};
@@ -75,6 +75,10 @@ pub struct GenerateArgs {
     seed: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
+    /// CPU (Linux): put the weights each decode step streams on transparent huge pages; faster
+    /// decode, about a second more before the first token for a 110M model.
+    #[arg(long)]
+    huge_pages: bool,
 }
 
 #[derive(Args, Debug)]
@@ -95,15 +99,16 @@ fn load_model(args: &ModelArgs) -> Result<Model> {
         .with_context(|| format!("cannot load a model from {}", args.weights.display()))
 }
 
-/// Runs generation on `device` (the CPU when `None`); returns the result and where it ran.
+/// Runs generation on `device` (the CPU when `None`, with `cpu`'s options); returns the result
+/// and where it ran.
 fn generate_on(
     device: Option<Arc<dyn AneDevice>>,
+    cpu: CpuBackend,
     model: &Model,
     prompt: &[u32],
     options: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<(Generation, String)> {
-    let cpu = CpuBackend::default();
     let Some(device) = device else {
         let mut generator = Generator::new(model, &cpu)?;
         return Ok((generator.generate(prompt, options, on_token)?, "the CPU".to_string()));
@@ -162,10 +167,14 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         stop_tokens: tokenizer.eos_id().into_iter().collect(),
     };
+    let cpu = CpuBackend::new(CpuOptions {
+        huge_pages: args.huge_pages,
+        ..CpuOptions::default()
+    });
     let mut stream = Utf8Stream::default();
     print!("{}", args.prompt);
     let mut write_error = None;
-    let (generation, device) = generate_on(device, &model, &prompt, &options, &mut |token| {
+    let (generation, device) = generate_on(device, cpu, &model, &prompt, &options, &mut |token| {
         let bytes = tokenizer.token_bytes(token).unwrap_or_default();
         match stream.push(&bytes) {
             Ok(()) => true,

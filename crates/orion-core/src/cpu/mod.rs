@@ -13,9 +13,9 @@
 //! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `vmath` (vectorised `exp`, `tanh`,
 //! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
 //! `reduce`, `layout`, `strided`; `storage` holds buffers and views; `weight_forms` the derived
-//! (transposed, half) weights. `matmul`, `gemm_kernel`, `gemv` and `vmath` are the crate's unsafe
-//! modules (the `gemm` call; SIMD intrinsics behind run-time feature checks), each unsafe block
-//! with its safety argument.
+//! (transposed, half) weights; `huge_pages` the opt-in huge-page backing of decode weights. `matmul`, `gemm_kernel`, `gemv`, `vmath` and `huge_pages` are the
+//! crate's unsafe modules (the `gemm` call; SIMD intrinsics behind run-time feature checks; one
+//! `madvise`), each unsafe block with its safety argument.
 //!
 //! Invariants: `compile` verifies the graph and does all planning; `run` checks inputs, then only
 //! executes steps, reusing arena buffers between runs (a `Mutex`-guarded pool, so concurrent runs
@@ -38,6 +38,7 @@ mod fusion;
 mod gemm_kernel;
 mod gemv;
 mod hot_workers;
+mod huge_pages;
 mod layout;
 mod loss;
 mod lower;
@@ -116,6 +117,10 @@ pub struct CpuOptions {
     /// core), `Some(n)` a dedicated pool of `n`.
     pub threads: Option<usize>,
     pub weights: WeightFormat,
+    /// Ask Linux to back the weights that matrix-vector (decode) steps stream with transparent
+    /// huge pages when a plan is built (see `huge_pages`): faster decode, a one-time cost per
+    /// process. Ignored elsewhere.
+    pub huge_pages: bool,
 }
 
 /// The CPU backend.
@@ -132,7 +137,10 @@ impl CpuBackend {
     /// Compiles `graph` into the concrete executable (for access to [`CpuExecutable::plan_summary`]).
     pub fn compile_cpu(&self, graph: &Graph) -> Result<CpuExecutable> {
         crate::verify::verify(graph)?;
-        let plan = Plan::build(graph, self.options.weights)?;
+        let mut plan = Plan::build(graph, self.options.weights)?;
+        if self.options.huge_pages {
+            plan.summary.huge_page_bytes = huge_pages::back_streamed_weights(&plan);
+        }
         let pool = match self.options.threads.filter(|&n| n > 0) {
             Some(n) => Some(
                 rayon::ThreadPoolBuilder::new()

@@ -109,6 +109,9 @@ pub struct PlanSummary {
     /// Arena slots and their total size in bytes.
     pub slots: usize,
     pub arena_bytes: usize,
+    /// Bytes of streamed (matrix-vector) weights collapsed onto huge pages when the plan was
+    /// built (`CpuOptions::huge_pages`; 0 when not asked for or not granted).
+    pub huge_page_bytes: usize,
 }
 
 impl PlanSummary {

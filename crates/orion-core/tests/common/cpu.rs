@@ -23,7 +23,11 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 pub fn options(threads: Option<usize>, weights: WeightFormat) -> CpuOptions {
-    CpuOptions { threads, weights }
+    CpuOptions {
+        threads,
+        weights,
+        huge_pages: false,
+    }
 }
 
 pub fn compile(g: &Graph, opts: CpuOptions) -> CpuExecutable {
