@@ -242,8 +242,9 @@ def main():
 def print_run_c_pairs(samples):
     """Per round: our rate on run.c's job over run.c's, measured back to back."""
     theirs = "run.c Stories110M file decode tok/s"
-    rows = [(label, samples[label + suffix]) for label, suffix in [("orion", ""), ("orion --huge-pages", HUGE)]
-            if "orion Stories110M file generate 255 tok/s" + suffix in samples]
+    ours = "orion Stories110M file generate 255 tok/s"
+    rows = [(label, samples[ours + suffix]) for label, suffix in [("orion", ""), ("orion --huge-pages", HUGE)]
+            if ours + suffix in samples]
     if theirs not in samples or not rows:
         return
     print("\n| 255 new tokens on the file, ÷ run.c | " + " | ".join(

@@ -208,11 +208,26 @@ fn single_row_products_with_strided_vectors_and_non_contiguous_matrices_match() 
 
 #[test]
 fn few_row_products_with_transposed_weights_match_in_both_orientations() {
-    // Below the swap threshold `x · Wᵀ` runs as `(W · xᵀ)ᵀ`; above it as given.
-    for (m, k, n) in [(2, 3, 5), (128, 300, 200), (300, 64, 96)] {
+    // Up to 8 rows the stored weight rows are read in place (where that kernel runs).
+    for (m, k, n) in [(2, 3, 5), (8, 70, 33), (9, 70, 33), (128, 300, 200), (300, 64, 96)] {
         let (g, inputs) = linear_graph(m, k, n, false);
         let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
-        assert_eq!(summary.kernels, vec![packed_or_gemm()], "m={m}");
+        let expected = if m <= 8 {
+            few_rows_or(packed_or_gemm())
+        } else {
+            packed_or_gemm()
+        };
+        assert_eq!(summary.kernels, vec![expected], "m={m}");
+    }
+}
+
+/// The kernel of a product of 2–8 rows whose operands both have rows over k: the multi-row
+/// matrix-vector kernel where the CPU has it, else `otherwise`.
+fn few_rows_or(otherwise: &'static str) -> &'static str {
+    if orion_core::cpu::kernels::many_rows_kernel_available() {
+        "gemv_rows"
+    } else {
+        otherwise
     }
 }
 
@@ -228,7 +243,7 @@ fn packed_or_gemm() -> &'static str {
 
 #[test]
 fn weights_read_only_as_transposed_right_operands_of_multi_row_products_are_stored_transposed() {
-    for (m, k, n) in [(2, 3, 5), (37, 70, 33), (128, 300, 200)] {
+    for (m, k, n) in [(17, 3, 5), (37, 70, 33), (128, 300, 200)] {
         let (g, inputs) = linear_graph(m, k, n, false);
         let summary = check_against(&g, &g, &inputs, options(Some(2), WeightFormat::F32));
         assert_eq!(
@@ -249,9 +264,21 @@ fn weights_read_only_as_transposed_right_operands_of_multi_row_products_are_stor
             "m={m}"
         );
     }
-    // Single-row products (the matrix-vector kernel) keep the stored layout.
+    // Single-row products (the matrix-vector kernel) keep the stored layout, and so do products of
+    // up to 8 rows where the multi-row kernel runs (f32 and half weights: no derived copy).
     let (g, inputs) = linear_graph(1, 64, 48, false);
     assert_eq!(check(&g, &inputs).transposed_weights, 0);
+    for (m, weights) in [(2, WeightFormat::F32), (8, WeightFormat::F32), (8, WeightFormat::F16)] {
+        let (g, inputs) = linear_graph(m, 70, 33, false);
+        let (rounded, _) = linear_graph(m, 70, 33, weights == WeightFormat::F16);
+        let summary = check_against(&g, &rounded, &inputs, options(Some(2), weights));
+        let in_place = usize::from(!orion_core::cpu::kernels::many_rows_kernel_available());
+        assert_eq!(
+            (summary.transposed_weights, summary.packed_weights.min(1)),
+            (in_place, in_place.min(packed_count())),
+            "m={m} {weights:?}: {summary}"
+        );
+    }
     // A weight also read untransposed (or as a graph output) stays as stored.
     let mut g = Graph::new("two_uses");
     let x = g.input("x", TensorType::new(DType::F32, [6, 8])).unwrap();
@@ -283,16 +310,17 @@ fn packed_weights_serve_batched_and_transposed_left_operands_and_are_shared_betw
     let w = Tensor::f32([70, 300], values(70 * 300, 31).iter().map(|v| v * scale).collect());
     let build = |batch: usize, transpose_a: bool| {
         let mut g = Graph::new("batched_linear");
+        // 21 rows: above what the multi-row matrix-vector kernel takes.
         let x_dims = if transpose_a {
-            [batch, 300, 13]
+            [batch, 300, 21]
         } else {
-            [batch, 13, 300]
+            [batch, 21, 300]
         };
         let x = g.input("x", TensorType::new(DType::F32, x_dims)).unwrap();
         let w = g.constant(w.clone()).unwrap();
         let y = g.matmul(x, w, transpose_a, true).unwrap();
         g.set_output("y", y).unwrap();
-        (g, vec![Tensor::f32(x_dims, values(batch * 13 * 300, 32))])
+        (g, vec![Tensor::f32(x_dims, values(batch * 21 * 300, 32))])
     };
     for (batch, transpose_a) in [(1, false), (3, false), (2, true)] {
         let (g, inputs) = build(batch, transpose_a);
@@ -310,7 +338,7 @@ fn packed_weights_serve_batched_and_transposed_left_operands_and_are_shared_betw
     let (e1, e3) = (compile(&g1, CpuOptions::default()), compile(&g3, CpuOptions::default()));
     let y1 = e1.run(&in1).unwrap();
     let y3 = e3.run(&in3).unwrap();
-    assert_eq!(y1[0].as_f32().unwrap(), &y3[0].as_f32().unwrap()[..13 * 70]);
+    assert_eq!(y1[0].as_f32().unwrap(), &y3[0].as_f32().unwrap()[..21 * 70]);
 }
 
 #[test]
@@ -354,7 +382,8 @@ fn multi_row_matmul_with_half_weights_matches_rounded_weights() {
         let (g, inputs) = linear_graph(m, k, n, false);
         let (rounded, _) = linear_graph(m, k, n, true);
         let summary = check_against(&g, &rounded, &inputs, options(Some(2), WeightFormat::F16));
-        assert_eq!(summary.kernels, vec![if m == 1 { "gemv" } else { "gemm" }]);
+        let few_rows = if m <= 8 { few_rows_or("gemm") } else { "gemm" };
+        assert_eq!(summary.kernels, vec![if m == 1 { "gemv" } else { few_rows }]);
         assert_eq!(summary.half_weights, 1);
         // The weight as a non-transposed right operand (stored [k, n]) and as the left operand.
         for left in [false, true] {
@@ -426,9 +455,9 @@ fn mlp_graph(t: usize, d: usize, dtype: DType) -> (Graph, Vec<Tensor>) {
 fn elementwise_chains_are_fused_and_match() {
     let (g, inputs) = mlp_graph(4, 16, DType::F32);
     let summary = check(&g, &inputs);
-    // linear (gemm), then one fused step: bias add, 9 GELU ops (which read their input 4 times)
-    // and the residual add.
-    assert_eq!(summary.kernels, vec!["gemm", "fused"], "{summary}");
+    // linear (4 rows: the multi-row kernel, or gemm), then one fused step: bias add, 9 GELU ops
+    // (which read their input 4 times) and the residual add.
+    assert_eq!(summary.kernels, vec![few_rows_or("gemm"), "fused"], "{summary}");
     assert_eq!(summary.fused_groups, 1);
     assert_eq!(summary.largest_fused_group, 11, "{summary}");
     // F16 values round after every fused op as the interpreter does.

@@ -21,6 +21,9 @@
 //! Not measured on the Xeon since. On that EPYC the memory read rate itself moves between 30 and
 //! 49 GB/s within minutes (neighbouring machines), so only alternated runs compare.
 //!
+//! The same AVX-512 loop also serves a few left rows at once ([`rows_of_many`], driven by
+//! `super::gemv_rows`): each matrix row is read once per group of 8, 4 or 1 left rows.
+//!
 //! Invariants: [`gemv`] checks every length before any kernel runs (a wrong size is an error, never
 //! an out-of-bounds read); rows are split across rayon tasks in fixed chunks, each output written
 //! by exactly one task, so results do not depend on the thread count. Sums use several accumulators,
@@ -38,9 +41,9 @@ const LANES: usize = 16;
 /// Elements of a half-precision row the portable kernel converts at a time.
 const HALF_CHUNK: usize = 256;
 /// Multiply-adds below which the product runs on one thread.
-const PAR_MIN_WORK: usize = 1 << 15;
+pub(super) const PAR_MIN_WORK: usize = 1 << 15;
 /// Fewest rows one task computes.
-const MIN_TASK_ROWS: usize = 16;
+pub(super) const MIN_TASK_ROWS: usize = 16;
 
 /// The matrix of a matrix-vector product: rows of K elements, `stride` elements apart.
 #[derive(Clone, Copy, Debug)]
@@ -51,7 +54,7 @@ pub enum MatrixRows<'a> {
 }
 
 impl MatrixRows<'_> {
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         match self {
             MatrixRows::F32(m) => m.len(),
             MatrixRows::F16(m) => m.len(),
@@ -122,6 +125,74 @@ pub(crate) fn widen_halves(src: &[f16], dst: &mut [f32]) {
         return;
     }
     src.convert_to_f32_slice(dst);
+}
+
+/// Whether [`rows_of_many`] has its vector kernel on this CPU (AVX-512); the planner chooses
+/// `Method::GemvRows` only then, since the fallback reads the matrix once per left row.
+pub fn many_rows_kernel_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return true;
+    }
+    false
+}
+
+/// `by_row[j·m + i]` = matrix row `first + j` · left row `i` of `x = (xs, m, k, x_stride)`, for
+/// `j < by_row.len() / m` (see `super::gemv_rows`); an error when a length does not fit.
+pub(super) fn rows_of_many(
+    matrix: MatrixRows<'_>,
+    stride: usize,
+    x: (&[f32], usize, usize, usize),
+    first: usize,
+    by_row: &mut [f32],
+) -> Result<()> {
+    let (xs, m, k, x_stride) = x;
+    let rows = by_row.len().checked_div(m).unwrap_or(0);
+    if rows == 0 || k == 0 {
+        by_row.fill(0.0);
+        return Ok(());
+    }
+    let end = (first + rows - 1) * stride + k;
+    if rows * m != by_row.len() || stride < k || x_stride < k || end > matrix.len() || (m - 1) * x_stride + k > xs.len()
+    {
+        return Err(exec_error(
+            "matmul",
+            "cpu backend: multi-row product lengths differ".into(),
+        ));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU supports AVX-512 F/BW/VL, FMA and F16C (checked just above); the slice
+        // from `first·stride` to `end` holds `(rows - 1)·stride + k` elements and `xs` holds
+        // `(m - 1)·x_stride + k` (both checked above); `m, k >= 1`.
+        unsafe {
+            match matrix {
+                MatrixRows::F32(all) => avx512::dot_rows_many_f32(&all[first * stride..end], stride, x, by_row),
+                MatrixRows::F16(all) => avx512::dot_rows_many_f16(&all[first * stride..end], stride, x, by_row),
+            }
+        }
+        return Ok(());
+    }
+    one_row_at_a_time(matrix, stride, x, first, by_row);
+    Ok(())
+}
+
+/// [`rows_of_many`] without the multi-row kernel: one matrix-vector product per left row (lengths
+/// checked by the caller).
+pub(super) fn one_row_at_a_time(
+    matrix: MatrixRows<'_>,
+    stride: usize,
+    (xs, m, k, x_stride): (&[f32], usize, usize, usize),
+    first: usize,
+    by_row: &mut [f32],
+) {
+    let mut column = vec![0.0f32; by_row.len() / m];
+    for i in 0..m {
+        rows_range(matrix, stride, &xs[i * x_stride..i * x_stride + k], first, &mut column);
+        for (j, &value) in column.iter().enumerate() {
+            by_row[j * m + i] = value;
+        }
+    }
 }
 
 /// Rows `first..first + y.len()` of the product (lengths checked by the caller).
@@ -328,6 +399,122 @@ mod avx512 {
                 acc[0] = _mm512_fmadd_ps(T::load16_masked(rp.add(body), mask), x_tail, acc[0]);
                 let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
                 *out = _mm512_reduce_add_ps(sum);
+            }
+        }
+    }
+
+    /// `by_row[r·m + i] = w[r·stride..r·stride + k] · xs[i·x_stride..i·x_stride + k]` for the
+    /// `m` left rows and every row `r < by_row.len() / m` of `w`.
+    ///
+    /// # Safety
+    /// [`available`] holds; `m >= 1`, `k >= 1`, `by_row.len()` a non-zero multiple of `m`,
+    /// `w.len() >= (by_row.len() / m - 1)·stride + k` and `xs.len() >= (m - 1)·x_stride + k`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+    pub(super) unsafe fn dot_rows_many_f32(
+        w: &[f32],
+        stride: usize,
+        x: (&[f32], usize, usize, usize),
+        by_row: &mut [f32],
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { dot_rows_many(w, stride, x, by_row) }
+    }
+
+    /// As [`dot_rows_many_f32`] for half-precision rows.
+    ///
+    /// # Safety
+    /// As [`dot_rows_many_f32`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+    pub(super) unsafe fn dot_rows_many_f16(
+        w: &[f16],
+        stride: usize,
+        x: (&[f32], usize, usize, usize),
+        by_row: &mut [f32],
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { dot_rows_many(w, stride, x, by_row) }
+    }
+
+    /// For each row of `w`, the left rows in groups of 8, then 4, then one: each group reads the
+    /// row once (from memory for the first group, from L1 after), one accumulator per left row.
+    #[inline(always)]
+    unsafe fn dot_rows_many<T: Load16>(w: &[T], stride: usize, x: (&[f32], usize, usize, usize), by_row: &mut [f32]) {
+        let (xs, m, k, x_stride) = x;
+        let body = k - k % 16;
+        let mask: __mmask16 = ((1u32 << (k % 16)) - 1) as __mmask16;
+        let shape = Group {
+            k,
+            body,
+            mask,
+            x_stride,
+        };
+        for (r, out) in by_row.chunks_exact_mut(m).enumerate() {
+            // SAFETY: row `r` is below `by_row.len() / m`, so `r·stride + k <= w.len()`; left
+            // row `i + j < m` starts at `(i + j)·x_stride`, with `k` readable after it (contract).
+            unsafe {
+                let row = w.as_ptr().add(r * stride);
+                let mut i = 0;
+                while i + 8 <= m {
+                    group::<T, 8>(row, xs.as_ptr().add(i * x_stride), shape, &mut out[i..i + 8]);
+                    i += 8;
+                }
+                while i + 4 <= m {
+                    group::<T, 4>(row, xs.as_ptr().add(i * x_stride), shape, &mut out[i..i + 4]);
+                    i += 4;
+                }
+                while i < m {
+                    group::<T, 1>(row, xs.as_ptr().add(i * x_stride), shape, &mut out[i..i + 1]);
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Columns of one dot product and where the left rows are.
+    #[derive(Clone, Copy)]
+    struct Group {
+        k: usize,
+        /// `k` rounded down to a multiple of 16.
+        body: usize,
+        /// The lanes of the last `k % 16` columns.
+        mask: __mmask16,
+        x_stride: usize,
+    }
+
+    /// `out[j] = row · left row j` for `G` left rows starting at `x`.
+    ///
+    /// # Safety
+    /// `row..row + k` and each `x + j·x_stride..+ k` (`j < G`) are readable; `out.len() == G`;
+    /// the CPU supports AVX-512 F/BW/VL (and F16C for halves).
+    #[inline(always)]
+    unsafe fn group<T: Load16, const G: usize>(row: *const T, x: *const f32, shape: Group, out: &mut [f32]) {
+        let Group {
+            k,
+            body,
+            mask,
+            x_stride,
+        } = shape;
+        // SAFETY: full loads read columns `p..p + 16` with `p + 16 <= body <= k`; the tail loads
+        // only the masked lanes `body..k` (contract).
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); G];
+            let mut p = 0;
+            while p < body {
+                let weights = T::load16(row.add(p));
+                for (j, lanes) in acc.iter_mut().enumerate() {
+                    *lanes = _mm512_fmadd_ps(weights, _mm512_loadu_ps(x.add(j * x_stride + p)), *lanes);
+                }
+                p += 16;
+            }
+            if body < k {
+                let weights = T::load16_masked(row.add(body), mask);
+                for (j, lanes) in acc.iter_mut().enumerate() {
+                    let left = _mm512_maskz_loadu_ps(mask, x.add(j * x_stride + body));
+                    *lanes = _mm512_fmadd_ps(weights, left, *lanes);
+                }
+            }
+            for (o, lanes) in out.iter_mut().zip(acc) {
+                *o = _mm512_reduce_add_ps(lanes);
             }
         }
     }

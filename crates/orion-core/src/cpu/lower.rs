@@ -85,6 +85,7 @@ impl Kernel {
             Kernel::MatMul(p) => match p.method {
                 Method::Gemm => "gemm",
                 Method::GemvRight | Method::GemvLeft => "gemv",
+                Method::GemvRows => "gemv_rows",
                 Method::RowCombination => "row_combination",
                 Method::SplitColumns | Method::SplitRows => "gemm_split",
                 Method::Ordered => "matmul_ordered",

@@ -28,7 +28,8 @@
 
 use super::epilogue::Epilogue;
 use super::gemm_kernel::{gemm_packed, gemm_row_major, PackedRight, RightRows, RowEpilogue};
-use super::gemv::{gemv, gemv_then, widen_halves, MatrixRows, RowsThen};
+use super::gemv::{gemv, gemv_then, many_rows_kernel_available, widen_halves, MatrixRows, RowsThen};
+use super::gemv_rows::{gemv_rows, MULTI_ROW_MAX};
 use super::storage::{kind_error, View};
 use crate::error::Result;
 use crate::interp::exec_error;
@@ -272,6 +273,11 @@ pub(crate) enum Method {
     /// `n == 1` with every row of the left operand contiguous over k (`W · x`, conv1x1 on one
     /// position): the matrix-vector kernel over the left operand's rows.
     GemvLeft,
+    /// `2 ≤ m ≤ MULTI_ROW_MAX` rows with contiguous lines over k on both sides (a short prompt's
+    /// `x · Wᵀ`), where the AVX-512 kernel exists: each right column read once from memory for all
+    /// the rows ([`gemv_rows`]). The planner then keeps such weights in their stored layout
+    /// instead of packing them, so a short prompt's first program costs no packed copy.
+    GemvRows,
     /// `m == 1` with contiguous rows of a small right operand (attention probabilities times a
     /// value cache in decode): the rows of `b` scaled by the vector and summed, in one loop.
     RowCombination,
@@ -344,6 +350,8 @@ impl MatMulPlan {
             Method::GemvRight
         } else if n == 1 && a.cs == 1 && (m == 1 || a.rs >= k) {
             Method::GemvLeft
+        } else if m <= multi_row_limit() && b.rs == 1 && b.cs >= k && a.cs == 1 && a.rs >= k {
+            Method::GemvRows
         } else if m == 1 && b.cs == 1 && n * k < SPLIT_MIN_WORK {
             Method::RowCombination
         } else if m == 1 {
@@ -353,6 +361,16 @@ impl MatMulPlan {
         } else {
             Method::Gemm
         }
+    }
+}
+
+/// Most rows a product may have for [`Method::GemvRows`] on this CPU (1 where it has no such
+/// kernel: then no product takes that method).
+pub(crate) fn multi_row_limit() -> usize {
+    if many_rows_kernel_available() {
+        MULTI_ROW_MAX
+    } else {
+        1
     }
 }
 
@@ -553,6 +571,11 @@ fn one_product(
             let stride = if m == 1 { k } else { plan.a.rs };
             let x = b.vector(bo, k, plan.b.rs)?;
             gemv(a.rows(ao, m, stride, k)?, stride, &x, out, threads)
+        }
+        Method::GemvRows => {
+            let xs = a.f32_range(ao, span(m, k, plan.a))?;
+            let weights = b.rows(bo, n, plan.b.cs, k)?;
+            gemv_rows(weights, plan.b.cs, (&xs, m, k, plan.a.rs), out, threads)
         }
         Method::RowCombination => {
             let x = a.vector(ao, k, plan.a.cs)?;

@@ -10,7 +10,8 @@
 //! (kernel choice per step), `exec` (running steps), `hot_workers` (the pool's other workers kept awake during a
 //! run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the
 //! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemv`
-//! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `vmath` (vectorised `exp`, `tanh`,
+//! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `gemv_rows` (the same for a short
+//! prompt's few rows at once, reading the weights in place), `vmath` (vectorised `exp`, `tanh`,
 //! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
 //! `reduce`, `layout`, `strided`; `storage` holds buffers and views; `weight_forms` the derived
 //! (transposed, half) weights; `huge_pages` the opt-in huge-page backing of decode weights. `matmul`, `gemm_kernel`, `gemv`, `vmath` and `huge_pages` are the
@@ -37,6 +38,7 @@ mod exec;
 mod fusion;
 mod gemm_kernel;
 mod gemv;
+mod gemv_rows;
 mod hot_workers;
 mod huge_pages;
 mod layout;
@@ -71,7 +73,7 @@ use storage::{Buf, View};
 /// kernel (and so whether plans pack their constant weights).
 pub mod kernels {
     pub use super::gemm_kernel::available as avx512_gemm_available;
-    pub use super::gemv::{gemv, MatrixRows};
+    pub use super::gemv::{gemv, many_rows_kernel_available, MatrixRows};
     pub use super::loss::softmax_cross_entropy;
     pub use super::matmul::{gemm_f32, gemm_f32_crate, gemm_f32_strided, MatRef};
 }

@@ -557,12 +557,13 @@ fn is_weight_use(op: &Op, ty: &TensorType) -> bool {
 
 /// For each value: whether it is a rank-2 f32 constant (kept in f32, or stored in half precision
 /// only) that is read, and whose every use is as the transposed right operand (`transpose_b`) of a matmul with at
-/// least two rows and an f32 result, and which is not a graph output. Such a weight `[n, k]` is
+/// more rows than `Method::GemvRows` takes (two where it does not run) and an f32 result, and which is not a graph output. Such a weight `[n, k]` is
 /// stored transposed, `[k, n]`: `gemm` packs a right operand with contiguous rows much faster than
 /// one read down its columns (measured on GPT-2's prefill shapes: [128, 3072] · [768, 3072]ᵀ 2.9 ms
 /// instead of 7.0 ms), and the small-row kernel (`gemm_kernel`) reads only `[k, n]` rows; where
 /// that kernel runs, an f32 weight is stored packed into its strips instead (see `walk`).
-/// Single-row products (decode) keep the stored layout, which the matrix-vector kernel wants.
+/// Single-row products (decode) and products of up to `MULTI_ROW_MAX` rows (short prompts, where
+/// the multi-row kernel runs) keep the stored layout, which the matrix-vector kernels want.
 fn transposed_weight_values(g: &Graph, half_ok: &[HalfUse]) -> Vec<bool> {
     let values = g.values().len();
     let mut candidate = vec![false; values];
@@ -587,8 +588,9 @@ fn transposed_weight_values(g: &Graph, half_ok: &[HalfUse]) -> Vec<bool> {
                 transpose_a,
                 transpose_b: true,
             } => {
+                // A few rows read the stored layout directly (`Method::GemvRows`).
                 let rows = crate::infer::last_two(&g.ty(node.inputs[0]).shape, transpose_a).0;
-                rows >= 2 && g.ty(node.outputs[0]).dtype == DType::F32
+                rows > super::matmul::multi_row_limit() && g.ty(node.outputs[0]).dtype == DType::F32
             }
             _ => false,
         };
