@@ -41,9 +41,9 @@ const LANES: usize = 16;
 /// Elements of a half-precision row the portable kernel converts at a time.
 const HALF_CHUNK: usize = 256;
 /// Multiply-adds below which the product runs on one thread.
-pub(super) const PAR_MIN_WORK: usize = 1 << 15;
+const PAR_MIN_WORK: usize = 1 << 15;
 /// Fewest rows one task computes.
-pub(super) const MIN_TASK_ROWS: usize = 16;
+const MIN_TASK_ROWS: usize = 16;
 
 /// The matrix of a matrix-vector product: rows of K elements, `stride` elements apart.
 #[derive(Clone, Copy, Debug)]
@@ -95,20 +95,30 @@ pub(crate) fn gemv_then(
             ),
         ));
     }
-    if threads <= 1 || rows * k < PAR_MIN_WORK || rows < 2 * MIN_TASK_ROWS {
+    let per_task = rows_per_task(rows, rows * k, threads);
+    if per_task == rows {
         rows_range(matrix, stride, x, 0, y);
         then(0, y);
         return Ok(());
     }
-    // One contiguous part per thread, so each core streams a single region (two parts per thread,
-    // for balancing, were slower in 5 of 6 alternated runs of the decode-like sequence: 13.6–17.4
-    // against 13.7–15.3 ms median on the EPYC).
-    let per_task = rows.div_ceil(threads).max(MIN_TASK_ROWS);
     y.par_chunks_mut(per_task).enumerate().for_each(|(task, ys)| {
         rows_range(matrix, stride, x, task * per_task, ys);
         then(task * per_task, ys);
     });
     Ok(())
+}
+
+/// Matrix rows each task takes when `rows` rows (`work` multiply-adds in all) are split across up
+/// to `threads` tasks; `rows` itself when the product runs on one thread. One contiguous part per
+/// thread, so each core streams a single region (two parts per thread, for balancing, were slower
+/// in 5 of 6 alternated runs of the decode-like sequence: 13.6–17.4 against 13.7–15.3 ms median on
+/// the EPYC).
+pub(super) fn rows_per_task(rows: usize, work: usize, threads: usize) -> usize {
+    if threads <= 1 || work < PAR_MIN_WORK || rows < 2 * MIN_TASK_ROWS {
+        rows
+    } else {
+        rows.div_ceil(threads).max(MIN_TASK_ROWS)
+    }
 }
 
 /// `dst[i] = src[i]` as f32 for every `i < min(len)` (exact: every half is an f32). With AVX-512,

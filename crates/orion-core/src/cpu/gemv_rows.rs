@@ -14,7 +14,7 @@
 //! rayon tasks in fixed chunks, each task writing its own part, so results do not depend on the
 //! thread count; sums are in a different order from the interpreter's (within `Tolerance::F32`).
 
-use super::gemv::{rows_of_many, MatrixRows, MIN_TASK_ROWS, PAR_MIN_WORK};
+use super::gemv::{rows_of_many, rows_per_task, MatrixRows};
 use crate::error::Result;
 use crate::interp::exec_error;
 #[cfg(test)]
@@ -33,7 +33,7 @@ pub(crate) const MULTI_ROW_MAX: usize = 8;
 /// `out[i·n + r] = Σ_k matrix[r·stride + k] · xs[i·x_stride + k]` for the `m` rows of `xs` and
 /// every matrix row `r < n` (`out` holds `m·n`): a few rows times a weight stored with rows over k
 /// (a short prompt's projections). Each matrix row is read from memory once for all `m` left rows
-/// (then from L1), its rows split across up to `threads` rayon tasks as [`gemv`] splits them.
+/// (then from L1), its rows split across up to `threads` rayon tasks as `gemv` splits them.
 pub(crate) fn gemv_rows(
     matrix: MatrixRows<'_>,
     stride: usize,
@@ -64,11 +64,7 @@ pub(crate) fn gemv_rows(
     }
     // Results gathered per matrix row (`[n, m]`), so each task writes one contiguous part.
     let mut by_row = vec![0.0f32; n * m];
-    let per_task = if threads <= 1 || n * k * m < PAR_MIN_WORK || n < 2 * MIN_TASK_ROWS {
-        n
-    } else {
-        n.div_ceil(threads).max(MIN_TASK_ROWS)
-    };
+    let per_task = rows_per_task(n, n * k * m, threads);
     by_row
         .par_chunks_mut(per_task * m)
         .enumerate()
