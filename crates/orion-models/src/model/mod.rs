@@ -32,6 +32,7 @@
 pub mod gpt2;
 pub mod layer_step;
 pub mod llama;
+mod stack;
 
 use crate::config::{Family, ModelConfig};
 use crate::error::{ModelError, Result};
@@ -39,6 +40,7 @@ use orion_core::composite::{self, merge_heads, MASK_VALUE};
 use orion_core::{DType, Graph, Tensor, TensorData, TensorType, ValueId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use stack::stack_rows;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -214,30 +216,6 @@ fn build_layer_graph_of(cfg: &ModelConfig, layer: usize, kind: GraphKind, batch:
     b.g.set_output("y", y)?;
     orion_core::verify::verify(&b.g)?;
     Ok(b.g)
-}
-
-/// `parts` stacked along axis 0 as one `dtype` tensor, or `None` unless every part is a float
-/// tensor with the same trailing dimensions.
-fn stack_rows(parts: &[Arc<Tensor>], dtype: DType) -> Result<Option<Tensor>> {
-    let mut data = Vec::new();
-    let mut rows = 0;
-    let mut tail: Option<Vec<usize>> = None;
-    for part in parts {
-        let dims = part.shape().dims();
-        let (Some(&first), Some(values)) = (dims.first(), part.as_f32()) else {
-            return Ok(None);
-        };
-        if tail.get_or_insert_with(|| dims[1..].to_vec()) != &dims[1..] {
-            return Ok(None);
-        }
-        rows += first;
-        data.extend_from_slice(values);
-    }
-    let mut dims = vec![rows];
-    dims.extend(tail.unwrap_or_default());
-    Ok(Some(
-        Tensor::new(dtype, dims, TensorData::Float(data)).map_err(orion_core::CoreError::from)?,
-    ))
 }
 
 fn build<'a>(cfg: &'a ModelConfig, kind: GraphKind, dtype: DType, model: Option<&'a Model>) -> Result<Graph> {

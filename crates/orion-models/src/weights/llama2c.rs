@@ -170,12 +170,12 @@ pub fn parse_llama2c(bytes: &[u8], path: &Path) -> Result<(ModelConfig, BTreeMap
     let hd = cfg.head_dim();
     let (q_heads, kv_heads) = (cfg.n_heads, cfg.n_kv_heads);
     let wq = r.float_bytes("wq", &[l, d, d])?;
-    per_layer(&mut out, "self_attn.q_proj.weight", wq, &[d, d], |w| {
-        rotate_half_rows(&w, q_heads, hd, d)
+    per_layer(&mut out, "self_attn.q_proj.weight", wq, &[d, d], |row| {
+        rotate_half_source(row, q_heads, hd)
     });
     let wk = r.float_bytes("wk", &[l, kv, d])?;
-    per_layer(&mut out, "self_attn.k_proj.weight", wk, &[kv, d], |w| {
-        rotate_half_rows(&w, kv_heads, hd, d)
+    per_layer(&mut out, "self_attn.k_proj.weight", wk, &[kv, d], |row| {
+        rotate_half_source(row, kv_heads, hd)
     });
     let wv = r.float_bytes("wv", &[l, kv, d])?;
     per_layer(&mut out, "self_attn.v_proj.weight", wv, &[kv, d], same);
@@ -219,21 +219,30 @@ pub fn parse_llama2c(bytes: &[u8], path: &Path) -> Result<(ModelConfig, BTreeMap
 }
 
 /// Splits a stacked `[L, ..shape]` array (the file's little-endian bytes) into
-/// `model.layers.{i}.{suffix}` tensors, each layer decoded straight into its own buffer and then
-/// given to `arrange` (the file's values are copied once, not into a stacked array first: half
-/// the page faults of loading a 110M file).
+/// `model.layers.{i}.{suffix}` tensors, each layer decoded straight into its own buffer, row `r`
+/// of it from the file's row `source_row(r)` (the file's values are copied once: not into a
+/// stacked array first, nor reordered afterwards), the layers in parallel on the CPU pool.
 fn per_layer(
     out: &mut BTreeMap<String, Tensor>,
     suffix: &str,
     stacked: &[u8],
     shape: &[usize],
-    arrange: impl Fn(Vec<f32>) -> Vec<f32> + Sync,
+    source_row: impl Fn(usize) -> usize + Sync,
 ) {
     let size: usize = shape.iter().product();
+    let rows = shape.first().copied().unwrap_or(1);
+    let row_bytes = 4 * size / rows.max(1);
     let layers: Vec<Vec<f32>> = orion_core::cpu::install(|| {
         stacked
             .par_chunks_exact(4 * size.max(1))
-            .map(|chunk| arrange(decode_floats(chunk)))
+            .map(|layer| {
+                let mut values = Vec::with_capacity(size);
+                for row in 0..rows {
+                    let from = source_row(row) * row_bytes;
+                    values.extend(layer[from..from + row_bytes].chunks_exact(4).map(le_f32));
+                }
+                values
+            })
             .collect()
     });
     for (i, values) in layers.into_iter().enumerate() {
@@ -244,32 +253,60 @@ fn per_layer(
     }
 }
 
-/// The values as they are (the `arrange` of most tensors).
-fn same(values: Vec<f32>) -> Vec<f32> {
+/// Rows kept in the file's order (the `source_row` of most tensors).
+fn same(row: usize) -> usize {
+    row
+}
+
+/// One little-endian f32 from its 4 bytes.
+fn le_f32(bytes: &[u8]) -> f32 {
+    f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// Arrays at least this large are decoded on every core (the token embedding and classifier).
+const PARALLEL_DECODE_BYTES: usize = 1 << 24;
+/// Values one task decodes at a time.
+const DECODE_CHUNK: usize = 1 << 16;
+
+/// Little-endian f32 values (a multiple of 4 bytes); large arrays split across the CPU pool.
+fn decode_floats(bytes: &[u8]) -> Vec<f32> {
+    if bytes.len() < PARALLEL_DECODE_BYTES {
+        return bytes.chunks_exact(4).map(le_f32).collect();
+    }
+    let mut values = vec![0.0f32; bytes.len() / 4];
+    orion_core::cpu::install(|| {
+        values
+            .par_chunks_mut(DECODE_CHUNK)
+            .zip(bytes.par_chunks(4 * DECODE_CHUNK))
+            .for_each(|(to, from)| {
+                for (value, word) in to.iter_mut().zip(from.chunks_exact(4)) {
+                    *value = le_f32(word);
+                }
+            });
+    });
     values
 }
 
-/// Little-endian f32 values (a multiple of 4 bytes).
-fn decode_floats(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+/// The llama2.c row that rotate-half row `row` of a q or k projection comes from, for heads of
+/// `head_dim` rows: `hf[j·d/2 + i] = llama2c[2i + j]` within each head (see the module header).
+/// Rows past `heads · head_dim` keep their place.
+pub fn rotate_half_source(row: usize, heads: usize, head_dim: usize) -> usize {
+    let half = head_dim / 2;
+    if half == 0 || row >= heads * head_dim {
+        return row;
+    }
+    let (head, within) = (row / head_dim, row % head_dim);
+    let (j, i) = (within / half, within % half);
+    head * head_dim + 2 * i + j
 }
 
 /// Renumbers the rows of `heads` consecutive heads (each `head_dim` rows of `cols` values) from
-/// llama2.c's interleaved-pair order to rotate-half order: `out[j·d/2 + i] = in[2i + j]`.
+/// llama2.c's interleaved-pair order to rotate-half order ([`rotate_half_source`]).
 pub fn rotate_half_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
-    let half = head_dim / 2;
-    let mut out = vec![0.0f32; w.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for j in 0..2 {
-                let src = (h * head_dim + 2 * i + j) * cols;
-                let dst = (h * head_dim + j * half + i) * cols;
-                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
-            }
-        }
+    let mut out = w.to_vec();
+    for row in 0..heads * head_dim {
+        let src = rotate_half_source(row, heads, head_dim) * cols;
+        out[row * cols..(row + 1) * cols].copy_from_slice(&w[src..src + cols]);
     }
     out
 }
@@ -338,5 +375,52 @@ impl<'a> Reader<'a> {
 
     fn floats(&mut self, what: &str, shape: &[usize]) -> Result<Vec<f32>> {
         Ok(decode_floats(self.float_bytes(what, shape)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn le_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn large_arrays_decode_across_tasks_to_the_same_values_in_order() {
+        // Past the parallel threshold, with a last chunk shorter than the others.
+        let n = PARALLEL_DECODE_BYTES / 4 + 3 * DECODE_CHUNK + 17;
+        let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 1e6).collect();
+        assert_eq!(decode_floats(&le_bytes(&values)), values);
+    }
+
+    #[test]
+    fn rotate_half_source_renumbers_each_head_and_is_a_permutation() {
+        let (heads, head_dim) = (3, 8);
+        let sources: Vec<usize> = (0..heads * head_dim)
+            .map(|r| rotate_half_source(r, heads, head_dim))
+            .collect();
+        // Head 1: rotate-half rows 8..12 are the first of each pair (8, 10, 12, 14), 12..16 the second.
+        assert_eq!(&sources[8..16], &[8, 10, 12, 14, 9, 11, 13, 15]);
+        let mut sorted = sources.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..heads * head_dim).collect::<Vec<_>>());
+        assert_eq!(rotate_half_source(99, heads, head_dim), 99);
+    }
+
+    #[test]
+    fn layers_are_decoded_in_their_row_order() {
+        let (layers, rows, cols) = (3, 4, 5);
+        let values: Vec<f32> = (0..layers * rows * cols).map(|i| i as f32).collect();
+        let mut out = BTreeMap::new();
+        per_layer(&mut out, "w", &le_bytes(&values), &[rows, cols], |row| rows - 1 - row);
+        for layer in 0..layers {
+            let got = out[&format!("model.layers.{layer}.w")].as_f32().unwrap().to_vec();
+            let expected: Vec<f32> = (0..rows)
+                .rev()
+                .flat_map(|r| values[(layer * rows + r) * cols..][..cols].to_vec())
+                .collect();
+            assert_eq!(got, expected, "layer {layer}");
+        }
     }
 }
