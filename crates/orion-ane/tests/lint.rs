@@ -469,6 +469,29 @@ fn c26_extents_over_caps_and_c23_contraction_multiple() {
 }
 
 #[test]
+fn c26_caps_a_parameter_even_when_every_result_is_within_them() {
+    // A 70,000-wide input reshaped to [70, 1000]: no op result is over M4's caps, the surface is.
+    let reshaped = |width: usize, rows: usize| {
+        text(
+            &m4(),
+            &format!("tensor<fp16, [1, 1, 1, {width}]> a00_x"),
+            &format!(
+                "        tensor<int32, [4]> c_sh = const()[name = string(\"c_sh\"), val = tensor<int32, [4]>([1, 1, {rows}, 1000])];\n        \
+                 tensor<fp16, [1, 1, {rows}, 1000]> z00_y = reshape(shape = c_sh, x = a00_x)[name = string(\"z00_y\")];"
+            ),
+            "z00_y",
+        )
+    };
+    let over = lint_text(&reshaped(70_000, 70), &BTreeMap::new(), &m4());
+    assert!(
+        over.iter().any(|v| v.rule == "C26" && v.location.contains("a00_x")),
+        "{over:#?}"
+    );
+    let within = lint_text(&reshaped(64_000, 64), &BTreeMap::new(), &m4());
+    assert!(!found(&within, "C26", Severity::Error), "{within:#?}");
+}
+
+#[test]
 fn c22_last_axis_alignment_is_a_warning() {
     let p = m4();
     let v = lint_text(

@@ -210,3 +210,32 @@ fn bad_inputs_are_clear_errors() {
     fails(&out);
     assert!(text(&out.stdout).contains("error[C10]"), "{}", text(&out.stdout));
 }
+
+/// `mil` with the declared shape of parameter `name` replaced by `dims`.
+fn with_parameter_shape(mil: &str, name: &str, dims: &str) -> String {
+    let at = mil.find(&format!("> {name}")).expect("parameter declared");
+    let open = mil[..at].rfind('[').expect("its shape");
+    format!("{}[{dims}]{}", &mil[..open], &mil[at..])
+}
+
+#[test]
+fn hostile_input_shapes_are_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, model) = compiled(dir.path(), "baked");
+    let mil = std::fs::read_to_string(model.join("model.mil")).unwrap();
+    let cases = [
+        // 12 TB of random input values: once an allocation failure and an abort.
+        ("1, 1, 1, 99999999999", "larger than any surface"),
+        ("1, 1, 1, 99999999999999999999", "invalid extent"),
+        // Each axis within the caps, the element count past usize.
+        ("65536, 65536, 65536, 65536", "larger than any surface"),
+        // Small enough to allocate, over M4's spatial cap: the device would refuse it.
+        ("1, 1, 1, 70000", "C26"),
+    ];
+    for (dims, message) in cases {
+        let file = model.join("hostile.mil");
+        std::fs::write(&file, with_parameter_shape(&mil, "a00_x", dims)).unwrap();
+        let stderr = fails(&orion(&["sim", path(&file), "--chip", "m4"]));
+        assert!(stderr.contains(message), "{dims}: {stderr}");
+    }
+}

@@ -2,11 +2,12 @@
 //!
 //! Program-level: dialect (C15), weight files (C17 one record per file). Per function: I/O names in
 //! byte order (C19, warning), I/O element types (C16 fp32 without cast support, C31 int/bool/bf16
-//! surfaces), last-axis alignment of I/O (C22, warning), return names (C14). Per operation: inline
-//! non-tensor arguments (C12), op availability (C09 concat, C10 gelu, C11 SDPA, C13 conv bias, C16 cast
-//! to/from fp32, C28 layer_norm, C31 missing ops and int32 compute), conv settings (C24 runtime-weight
-//! groups, C27 input channels, C32 kernel width), extents (C26) and matmul contraction (C23), BLOBFILE
-//! references (C03 offset = record metadata offset; C04 file present).
+//! surfaces), last-axis alignment of I/O (C22, warning), extents of parameters (C26), return names
+//! (C14). Per operation: inline non-tensor arguments (C12), op availability (C09 concat, C10 gelu,
+//! C11 SDPA, C13 conv bias, C16 cast to/from fp32, C28 layer_norm, C31 missing ops and int32
+//! compute), conv settings (C24 runtime-weight groups, C27 input channels, C32 kernel width), extents
+//! of results (C26) and matmul contraction (C23), BLOBFILE references (C03 offset = record metadata
+//! offset; C04 file present).
 //!
 //! Invariants: no check panics or indexes without a bound check; types come only from declarations (the
 //! lint never infers), so a check that needs an unknown type skips silently.
@@ -218,18 +219,34 @@ fn io_names(f: &Function, out: &mut Vec<Violation>) {
     }
 }
 
-/// C16, C31, C22 on the function's parameters and returned variables.
+/// C16, C31, C22 on the function's parameters and returned variables; C26 on the parameters
+/// (returned variables are op results, capped where they are defined).
 fn io_types(f: &Function, types: &Types<'_>, profile: &ChipProfile, out: &mut Vec<Violation>) {
-    let align = profile.limits.last_axis_alignment_bytes.max(1);
+    let limits = &profile.limits;
+    let align = limits.last_axis_alignment_bytes.max(1);
     let params = f
         .params
         .iter()
-        .map(|p| (p.name.as_str(), format!("{}({})", f.name, p.name)));
-    let returned = f.outputs.iter().map(|o| (o.as_str(), format!("{} -> {o}", f.name)));
-    for (name, location) in params.chain(returned) {
+        .map(|p| (p.name.as_str(), format!("{}({})", f.name, p.name), true));
+    let returned = f
+        .outputs
+        .iter()
+        .map(|o| (o.as_str(), format!("{} -> {o}", f.name), false));
+    for (name, location, is_param) in params.chain(returned) {
         let Some((dtype, shape)) = types.get(name) else {
             continue;
         };
+        if is_param {
+            if let Some(message) = cap_violation(shape, limits.max_channels, limits.max_spatial) {
+                push(
+                    out,
+                    "C26",
+                    Severity::Error,
+                    location.clone(),
+                    format!("{name}: {message}"),
+                );
+            }
+        }
         match dtype {
             MilDType::Fp16 => {}
             MilDType::Fp32 if profile.limits.ops.fp32_io_cast => {}
@@ -256,7 +273,7 @@ fn io_types(f: &Function, types: &Types<'_>, profile: &ChipProfile, out: &mut Ve
             _ => 2,
         };
         if let Some(&last) = shape.last() {
-            if (last * elem) % align != 0 {
+            if last.checked_mul(elem).is_none_or(|bytes| bytes % align != 0) {
                 push(
                     out,
                     "C22",

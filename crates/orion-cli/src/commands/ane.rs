@@ -17,7 +17,7 @@
 use super::npy::{self, NpyDType};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use orion_ane::device::{AneDevice, SimulatedAne, Surface, WeightDict};
+use orion_ane::device::{AneDevice, ProgramId, SimulatedAne, Surface, WeightDict};
 use orion_ane::lint::{has_errors, lint, Violation};
 use orion_ane::lower::{lower, IoDesc, IoLayout, LowerOptions, WeightMode};
 use orion_ane::mil::{parse_program, Argument, MilDType, Program, Value};
@@ -353,12 +353,26 @@ fn slot(name: &str, ty: &orion_ane::mil::MilType) -> Result<Slot> {
         MilDType::Fp32 => DType::F32,
         other => bail!("{name:?} is {other}: device surfaces hold fp16 or fp32 only (C31)"),
     };
+    let bytes = dims
+        .iter()
+        .try_fold(dtype.size_bytes(), |bytes, &d| bytes.checked_mul(d))
+        .filter(|&bytes| bytes <= MAX_SURFACE_BYTES);
+    if bytes.is_none() {
+        bail!(
+            "{name:?} of shape {dims:?} needs more than {} GiB: larger than any surface the simulator makes",
+            MAX_SURFACE_BYTES >> 30
+        );
+    }
     Ok(Slot {
         name: name.to_string(),
         dtype,
         dims,
     })
 }
+
+/// Largest input or output the `sim` command allocates (so `Slot`'s sizes cannot overflow, and a
+/// hostile shape is an error rather than an allocation failure).
+const MAX_SURFACE_BYTES: usize = 4 << 30;
 
 /// `main`'s parameters and returned variables with their declared types.
 fn signature(program: &Program) -> Result<(Vec<Slot>, Vec<Slot>)> {
@@ -446,8 +460,12 @@ fn run_sim(args: SimArgs) -> Result<()> {
     if !missing.is_empty() {
         bail!("weight file(s) not found: {}", missing.join(", "));
     }
+    // Compiled first, so a program the device would refuse (an input over the extent caps, say)
+    // is an error before any input is read or made up.
+    let device = SimulatedAne::new(profile.clone());
+    let id = device.compile(text.as_bytes(), &dict)?;
     let values = input_values(&args, &inputs)?;
-    let run = simulate(&profile, &text, &dict, &inputs, &outputs, &values)?;
+    let run = simulate(&device, id, &inputs, &outputs, &values)?;
     println!(
         "{} on the simulated {} ({})",
         args.file.display(),
@@ -503,20 +521,17 @@ struct SimRun {
     clamped_count: usize,
 }
 
-/// Compiles, loads and evaluates the program once on a fresh simulator; surfaces sized uniformly per
-/// side (C18, C21) and ordered by the chip's binding order (C19).
+/// Loads and evaluates program `id`, compiled on `device`, once; surfaces sized uniformly per side
+/// (C18, C21) and ordered by the chip's binding order (C19).
 fn simulate(
-    profile: &ChipProfile,
-    text: &str,
-    dict: &WeightDict,
+    device: &SimulatedAne,
+    id: ProgramId,
     inputs: &[Slot],
     outputs: &[Slot],
     values: &[(Vec<f32>, String)],
 ) -> Result<SimRun> {
-    let device = SimulatedAne::new(profile.clone());
-    let id = device.compile(text.as_bytes(), dict)?;
     device.load(id)?;
-    let limits = &profile.limits;
+    let limits = &device.profile().limits;
     let sizes = |slots: &[Slot]| {
         uniform_surface_sizes(&slots.iter().map(Slot::dense_bytes).collect::<Vec<_>>(), limits)
             .ok_or_else(|| anyhow!("surfaces are too large"))
