@@ -162,7 +162,8 @@ fn decode_row(bench: &mut Bench, plan: &Plan, prompt_len: usize) -> Result<Row> 
     ))
 }
 
-/// The generator of the plan's device (compiling its decode programs).
+/// The generator of the plan's device (compiling its first decode program on the CPU, every
+/// per-layer program on a device).
 fn generator<'m>(plan: &Plan, model: &'m Model, host: &'m Instrumented, device: &'m Instrumented) -> Result<Gen<'m>> {
     let capacity = plan.config.seq_len;
     Ok(match plan.config.device {
@@ -227,7 +228,7 @@ fn notes(plan: &Plan, short: usize, device: &Instrumented) -> Vec<String> {
             plan.config.iterations
         ),
         "first token: the generate() call up to the first token (warm); cold ms adds creating the generator \
-         (compiling the decode programs) and compiling the prefill programs, measured once"
+         (compiling its first decode program) and compiling the prefill programs, measured once"
             .to_string(),
         format!(
             "decode: {} new tokens after a {short}-token prompt, greedy; tok/s = decode steps / their wall time \

@@ -385,8 +385,9 @@ fn small(family: &str) -> Model {
 }
 
 /// A greedy generation that starts in the growing cache's 64-row decode program and continues
-/// through the 128-, 192- and 256-row ones gives the re-forward's tokens for both families, also when
-/// the generator is reused after a longer generation (the cache shrinks back, its stale rows masked).
+/// through the 128-, 192- and 256-row ones (each compiled when first needed) gives the re-forward's
+/// tokens for both families, also when the generator is reused after a longer generation (the cache
+/// shrinks back, its stale rows masked).
 #[test]
 fn greedy_tokens_across_cache_sizes_equal_the_reforward() {
     let cpu = CpuBackend::default();
@@ -395,11 +396,14 @@ fn greedy_tokens_across_cache_sizes_equal_the_reforward() {
         let capacity = 300;
         assert_eq!(cache_row_sizes(capacity), vec![64, 128, 192, 256, 300]);
         let mut generator = Generator::with_capacity(&model, &cpu, capacity, DType::F32).unwrap();
+        // Only the smallest program is compiled up front; the others when the cache first grows.
+        assert_eq!(generator.compiled_decode_sizes(), vec![64], "{family}");
         // Prompt inside the first size; 150 new tokens reach positions up to 209 (four sizes).
         let prompt: Vec<u32> = (0..FIRST_ROWS as u32 - 4).map(|i| (i * 37 + 5) % 96).collect();
         let long = generator.generate(&prompt, &greedy(150), &mut |_| true).unwrap();
         let want = reforward_greedy(&model, &cpu, &prompt, 150).unwrap();
         assert_eq!(long.tokens, want, "{family}: growing cache vs re-forward");
+        assert_eq!(generator.compiled_decode_sizes(), vec![64, 128, 192, 256], "{family}");
         // Reused: the cache starts from its first size again, its old rows masked.
         let short_prompt = [3, 1, 4, 1, 5];
         let short = generator.generate(&short_prompt, &greedy(70), &mut |_| true).unwrap();

@@ -5,8 +5,11 @@
 //!
 //! A `Generator` compiles, once, a decode-step graph for each size its growing cache takes (64, 128,
 //! 192, … rows up to its capacity, [`kv_cache::cache_row_sizes`]) with the model's weights baked in as
-//! constants (`WeightMode::Constants`; the programs share one copy of every derived weight), and one
-//! prefill graph per prompt length it meets (kept for reuse). Each step runs the program of the
+//! constants (`WeightMode::Constants`; the programs share one copy of every derived weight): the
+//! smallest when it is created (so a model the backend cannot compile fails there), each larger one
+//! when a cache first grows to it (a 255-token generation needs 4 of Stories110M's 16; compiling
+//! all 16 up front was 33 ms of a 0.35 s start). One prefill graph per prompt length it meets is
+//! kept for reuse. Each step runs the program of the
 //! cache's current size, so its attention reads the rows the position needs rounded up to a
 //! multiple of 64 (of a sixteenth of the next power of two past 1024), not the whole context. `generate` runs prefill on the prompt (filling the cache from its `k.{i}`/
 //! `v.{i}` outputs), samples from the last row's logits, then feeds each new token to the decode
@@ -123,21 +126,32 @@ impl<'m> Generator<'m> {
         capacity: usize,
         dtype: DType,
     ) -> Result<Generator<'m>> {
-        let mut decode = BTreeMap::new();
-        for rows in kv_cache::cache_row_sizes(capacity) {
-            let graph = model.decode_graph(rows, dtype, WeightMode::Constants)?;
-            let exe = backend.compile(&graph)?;
-            decode.insert(rows, (graph, exe));
-        }
-        Ok(Generator {
+        let mut generator = Generator {
             model,
             backend,
             dtype,
             capacity,
-            decode,
+            decode: BTreeMap::new(),
             prefill: HashMap::new(),
             spare_cache: None,
-        })
+        };
+        generator.compile_decode(kv_cache::cache_rows_for(0, capacity))?;
+        Ok(generator)
+    }
+
+    /// Compiles the decode program for a cache of `rows` rows unless it already is.
+    fn compile_decode(&mut self, rows: usize) -> Result<()> {
+        if !self.decode.contains_key(&rows) {
+            let graph = self.model.decode_graph(rows, self.dtype, WeightMode::Constants)?;
+            let exe = self.backend.compile(&graph)?;
+            self.decode.insert(rows, (graph, exe));
+        }
+        Ok(())
+    }
+
+    /// Cache sizes whose decode programs are compiled so far, smallest first.
+    pub fn compiled_decode_sizes(&self) -> Vec<usize> {
+        self.decode.keys().copied().collect()
     }
 
     /// Positions the cache holds.
@@ -204,10 +218,11 @@ impl<'m> Generator<'m> {
     /// The cache inputs share the cache's storage (no copy) and are released right after the run
     /// (see [`release_cache_inputs`]), so the cache is again the only owner of its tensors and
     /// stores the step's new rows (or grows) in place.
-    fn decode_step(&self, token: u32, cache: &mut KvCache, inputs: &mut StepInputs) -> Result<Vec<f32>> {
+    fn decode_step(&mut self, token: u32, cache: &mut KvCache, inputs: &mut StepInputs) -> Result<Vec<f32>> {
         let position = cache.len();
         cache.reserve(position + 1)?;
         let rows = cache.rows();
+        self.compile_decode(rows)?;
         let pos = i32::try_from(position).map_err(|_| ModelError::Usage(format!("position {position} too large")))?;
         let vocab = self.model.config().vocab_size;
         let (graph, exe) = self
