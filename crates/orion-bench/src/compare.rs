@@ -2,7 +2,7 @@
 //!
 //! Rules:
 //! - the two runs must measure the same thing (suite, model, device, chip, weights, batch, length,
-//!   strategy, quick mode): otherwise [`compare`] fails with [`BenchError::Mismatch`] naming the field;
+//!   strategy, quick mode, huge pages, products precision): otherwise [`compare`] fails with [`BenchError::Mismatch`] naming the field;
 //! - only `Lower`/`Higher` figures are compared. Each change is expressed as a slowdown, the ratio of
 //!   times: `current / baseline` for a time, `baseline / current` for a rate, so "10 % slower" means
 //!   the same for ms and tok/s. A slowdown above `1 + threshold` is `Slower`, below
@@ -94,7 +94,7 @@ impl Comparison {
 
 /// Checks that the two configurations measure the same thing (see the module header).
 pub fn check_same_configuration(baseline: &RunConfig, current: &RunConfig) -> Result<()> {
-    let fields: [(&'static str, String, String); 10] = [
+    let fields: [(&'static str, String, String); 11] = [
         ("suite", baseline.suite.name().into(), current.suite.name().into()),
         ("model", baseline.model.clone(), current.model.clone()),
         ("device", baseline.device.name().into(), current.device.name().into()),
@@ -120,6 +120,11 @@ pub fn check_same_configuration(baseline: &RunConfig, current: &RunConfig) -> Re
             "huge pages",
             baseline.huge_pages.to_string(),
             current.huge_pages.to_string(),
+        ),
+        (
+            "products",
+            baseline.products.name().into(),
+            current.products.name().into(),
         ),
     ];
     match fields.into_iter().find(|(_, b, c)| b != c) {
@@ -207,7 +212,7 @@ pub fn compare(baseline: &BenchRun, current: &BenchRun, threshold_pct: f64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::result::{Device, Machine, Row, Strategy, Suite, WeightsChoice, FORMAT};
+    use crate::result::{Device, Machine, ProductsChoice, Row, Strategy, Suite, WeightsChoice, FORMAT};
 
     fn config(suite: Suite, model: &str) -> RunConfig {
         RunConfig {
@@ -222,6 +227,7 @@ mod tests {
             iterations: 3,
             quick: true,
             huge_pages: false,
+            products: ProductsChoice::F32,
         }
     }
 
@@ -361,6 +367,22 @@ mod tests {
         other = inference(10.0, 50.0);
         other.config.iterations = 9;
         assert!(compare(&base, &other, 10.0).is_ok());
+    }
+
+    #[test]
+    fn a_baseline_with_other_products_is_refused() {
+        let base = inference(10.0, 50.0);
+        let mut other = inference(10.0, 50.0);
+        other.config.products = ProductsChoice::Bf16;
+        let err = compare(&base, &other, 10.0).unwrap_err();
+        assert!(matches!(err, BenchError::Mismatch { field: "products", .. }), "{err}");
+        assert!(
+            err.to_string().contains("f32") && err.to_string().contains("bf16"),
+            "{err}"
+        );
+        // Either way round, and equal precisions compare.
+        assert!(compare(&other, &base, 10.0).is_err());
+        assert!(compare(&other, &other.clone(), 10.0).is_ok());
     }
 
     #[test]

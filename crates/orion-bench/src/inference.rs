@@ -179,7 +179,12 @@ fn generator<'m>(plan: &Plan, model: &'m Model, host: &'m Instrumented, device: 
 /// Runs the inference suite.
 pub fn run_inference(plan: &Plan) -> Result<BenchRun> {
     let model = plan.model()?;
-    let host = cpu_backend(plan.config.weights, plan.config.huge_pages, plan.delay);
+    let host = cpu_backend(
+        plan.config.weights,
+        plan.config.huge_pages,
+        plan.config.products,
+        plan.delay,
+    );
     let sim = match plan.config.device {
         Device::AneSim => Some(ane_backend(plan.chip(), AneWeightMode::Baked, plan.delay)?),
         Device::Cpu => None,

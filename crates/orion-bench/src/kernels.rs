@@ -26,7 +26,7 @@ use orion_core::{DType, Graph, Op, Tensor, TensorType};
 use orion_models::config::ModelConfig;
 use orion_models::model::decode_mask;
 use orion_models::train::programs::head_name;
-use orion_models::train::step::fused_classifier;
+use orion_models::train::step::fused_classifier_with;
 use orion_models::train::{StepPrograms, CLASSIFIER_BLOCK};
 use orion_models::{Model, WeightMode};
 use rand::{Rng, SeedableRng};
@@ -222,8 +222,9 @@ fn classifier_row(plan: &Plan, model: &Model) -> Result<Row> {
     let targets: Vec<i32> = (0..rows).map(|_| rng.gen_range(0..vocab)).collect();
     // The rows per block the training step's fused classifier uses.
     let block = (CLASSIFIER_BLOCK / cfg.vocab_size.max(1)).clamp(1, rows);
+    let products = plan.config.products.precision();
     let samples = time_iterations(1, plan.config.iterations, plan.delay, || {
-        fused_classifier(&w, cfg.dim, &x_norm, &targets, block)?;
+        fused_classifier_with(products, &w, cfg.dim, &x_norm, &targets, block)?;
         Ok(())
     })?;
     let ms = median(&samples);
@@ -243,10 +244,12 @@ pub fn run_kernels(plan: &Plan) -> Result<BenchRun> {
     let cfg = &plan.model_config;
     let (t, b) = (plan.config.seq_len, plan.config.batch_size);
     let model = plan.model()?;
-    let train_cpu = cpu_backend(WeightsChoice::F32, false, plan.delay);
-    let (device, dtype) = layer_backend(plan.config.device, plan.chip(), AneWeightMode::Inputs, plan.delay)?;
+    let products = plan.config.products;
+    let train_cpu = cpu_backend(WeightsChoice::F32, false, products, plan.delay);
+    let lowering = AneWeightMode::Inputs;
+    let (device, dtype) = layer_backend(plan.config.device, plan.chip(), lowering, products, plan.delay)?;
     let _step_programs = StepPrograms::new(cfg, t, b, &device, dtype, &train_cpu)?;
-    let inference = cpu_backend(plan.config.weights, plan.config.huge_pages, plan.delay);
+    let inference = cpu_backend(plan.config.weights, plan.config.huge_pages, products, plan.delay);
     inference.compile_program(&model.decode_graph(t, DType::F32, WeightMode::Constants)?)?;
     inference.compile_program(&model.prefill_graph(t, DType::F32, WeightMode::Constants)?)?;
 

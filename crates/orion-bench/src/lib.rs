@@ -25,15 +25,21 @@ pub mod training;
 pub use compare::{compare, Comparison, FigureChange, Verdict};
 pub use error::{BenchError, Result};
 pub use options::{BenchOptions, Plan};
-pub use result::{BenchRun, Better, Device, Figure, Row, RunConfig, Strategy, Suite, WeightsChoice};
+pub use result::{BenchRun, Better, Device, Figure, ProductsChoice, Row, RunConfig, Strategy, Suite, WeightsChoice};
 
 /// Resolves `options` and runs the suite.
 pub fn run(options: &BenchOptions) -> Result<BenchRun> {
     let plan = Plan::resolve(options)?;
-    match plan.config.suite {
+    let mut run = match plan.config.suite {
         Suite::Kernels => kernels::run_kernels(&plan),
         Suite::Inference => inference::run_inference(&plan),
         Suite::Training => training::run_training(&plan),
         Suite::Compile => compile::run_compile(&plan),
+    }?;
+    if plan.config.products == ProductsChoice::Bf16 && !orion_core::cpu::kernels::bf16_products_available() {
+        run.notes.push(
+            "products bf16: this CPU has no AVX512_BF16, so every product ran in f32 (as with --products f32)".into(),
+        );
     }
+    Ok(run)
 }

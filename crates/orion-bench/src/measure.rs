@@ -10,7 +10,7 @@
 //! is the mean of the two middle samples; statistics of a program cover only runs through it.
 
 use crate::error::{BenchError, Result};
-use crate::result::{Device, WeightsChoice};
+use crate::result::{Device, ProductsChoice, WeightsChoice};
 use orion_ane::backend::{AneBackend, AneExecutable};
 use orion_ane::device::EvalReport;
 use orion_ane::lower::{LowerOptions, WeightMode as AneWeightMode};
@@ -242,8 +242,13 @@ impl Backend for Instrumented {
 }
 
 /// The CPU backend with `weights` as the storage of constant matmul weights (and the weights decode
-/// streams on huge pages if `huge_pages`), instrumented.
-pub fn cpu_backend(weights: WeightsChoice, huge_pages: bool, delay: Duration) -> Instrumented {
+/// streams on huge pages if `huge_pages`), its large products in `products`, instrumented.
+pub fn cpu_backend(
+    weights: WeightsChoice,
+    huge_pages: bool,
+    products: ProductsChoice,
+    delay: Duration,
+) -> Instrumented {
     let weights = match weights {
         WeightsChoice::F32 => WeightFormat::F32,
         WeightsChoice::F16 => WeightFormat::F16,
@@ -252,6 +257,7 @@ pub fn cpu_backend(weights: WeightsChoice, huge_pages: bool, delay: Duration) ->
         threads: None,
         weights,
         huge_pages,
+        products: products.precision(),
     };
     Instrumented::plain(Box::new(CpuBackend::new(options)), "cpu", delay)
 }
@@ -268,17 +274,18 @@ pub fn ane_backend(chip: &str, weights: AneWeightMode, delay: Duration) -> Resul
     Ok(Instrumented::ane(backend, format!("ane-sim {chip}"), delay))
 }
 
-/// The backend of training layer programs on `device` and their dtype: the CPU in f32, or the
-/// simulated `chip` in fp16 lowering constants as `weights` (as `orion train` builds them: weight
-/// files for the baked strategies, inputs for `dynamic`).
+/// The backend of training layer programs on `device` and their dtype: the CPU in f32 (its products
+/// in `products`), or the simulated `chip` in fp16 lowering constants as `weights` (as `orion train`
+/// builds them: weight files for the baked strategies, inputs for `dynamic`).
 pub fn layer_backend(
     device: Device,
     chip: &str,
     weights: AneWeightMode,
+    products: ProductsChoice,
     delay: Duration,
 ) -> Result<(Instrumented, DType)> {
     match device {
-        Device::Cpu => Ok((cpu_backend(WeightsChoice::F32, false, delay), DType::F32)),
+        Device::Cpu => Ok((cpu_backend(WeightsChoice::F32, false, products, delay), DType::F32)),
         Device::AneSim => Ok((ane_backend(chip, weights, delay)?, DType::F16)),
     }
 }

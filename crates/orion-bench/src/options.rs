@@ -19,7 +19,7 @@
 //! Invariants of a `Plan`: `seq_len` is in `1..=max_seq_len`, `batch_size` and `iterations` are positive.
 
 use crate::error::{BenchError, Result};
-use crate::result::{Device, RunConfig, Strategy, Suite, WeightsChoice};
+use crate::result::{Device, ProductsChoice, RunConfig, Strategy, Suite, WeightsChoice};
 use orion_models::config::ModelConfig;
 use orion_models::Model;
 use std::path::{Path, PathBuf};
@@ -42,6 +42,8 @@ pub struct BenchOptions {
     pub quick: bool,
     /// CPU: back the weights decode streams with transparent huge pages (Linux).
     pub huge_pages: bool,
+    /// CPU: the arithmetic of large matrix products (programs and the training head's classifier).
+    pub products: ProductsChoice,
     /// Training: how layer programs get their weights.
     pub strategy: Strategy,
     /// Sleep inside every timed region (testing the regression gate only).
@@ -62,6 +64,7 @@ impl BenchOptions {
             iterations: None,
             quick: false,
             huge_pages: false,
+            products: ProductsChoice::F32,
             strategy: Strategy::Dynamic,
             inject_delay: Duration::ZERO,
         }
@@ -181,6 +184,7 @@ impl Plan {
             iterations,
             quick: options.quick,
             huge_pages: options.huge_pages,
+            products: options.products,
         };
         Ok(Plan {
             config,

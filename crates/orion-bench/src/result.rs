@@ -7,6 +7,7 @@
 //! figures — counts, bytes, estimates — are shown, never gated).
 
 use crate::error::{BenchError, Result};
+use orion_core::cpu::ProductPrecision;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -69,6 +70,35 @@ impl WeightsChoice {
         match self {
             WeightsChoice::F32 => "f32",
             WeightsChoice::F16 => "f16",
+        }
+    }
+}
+
+/// The arithmetic of the CPU backend's large matrix products (and the training head's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductsChoice {
+    /// f32 operands and multiply-adds.
+    #[default]
+    F32,
+    /// Both operands rounded to bfloat16, products summed in f32 (where the CPU has AVX512_BF16;
+    /// elsewhere computed as f32).
+    Bf16,
+}
+
+impl ProductsChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProductsChoice::F32 => "f32",
+            ProductsChoice::Bf16 => "bf16",
+        }
+    }
+
+    /// The CPU backend's precision.
+    pub fn precision(self) -> ProductPrecision {
+        match self {
+            ProductsChoice::F32 => ProductPrecision::F32,
+            ProductsChoice::Bf16 => ProductPrecision::Bf16,
         }
     }
 }
@@ -176,6 +206,9 @@ pub struct RunConfig {
     /// CPU decode weights on transparent huge pages (`--huge-pages`); absent in older files.
     #[serde(default)]
     pub huge_pages: bool,
+    /// The CPU's matrix products (`--products`): `"f32"` or `"bf16"`; absent in older files (f32).
+    #[serde(default)]
+    pub products: ProductsChoice,
 }
 
 /// The machine a run was measured on.
@@ -285,5 +318,36 @@ impl BenchRun {
             source,
         })?;
         BenchRun::from_json(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_are_written_in_lowercase_and_f32_when_absent() {
+        let config = RunConfig {
+            suite: Suite::Training,
+            model: "stories15M".into(),
+            device: Device::Cpu,
+            chip: None,
+            weights: WeightsChoice::F32,
+            batch_size: 8,
+            seq_len: 256,
+            strategy: Some(Strategy::Dynamic),
+            iterations: 3,
+            quick: false,
+            huge_pages: false,
+            products: ProductsChoice::Bf16,
+        };
+        let mut json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["products"], "bf16");
+        // A run saved before the field existed.
+        json.as_object_mut().unwrap().remove("products");
+        let old: RunConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(old.products, ProductsChoice::F32);
+        json["products"] = "fp8".into();
+        assert!(serde_json::from_value::<RunConfig>(json).is_err());
     }
 }

@@ -37,8 +37,9 @@ fn header(run: &BenchRun) -> Vec<String> {
         setup.push_str(&format!(", chip {chip}"));
     }
     setup.push_str(&format!(
-        ", weights {}, batch {}, seq {}",
+        ", weights {}, products {}, batch {}, seq {}",
         c.weights.name(),
+        c.products.name(),
         c.batch_size,
         c.seq_len
     ));

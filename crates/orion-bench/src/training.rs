@@ -3,9 +3,10 @@
 //! gradients, data, optimiser, update strategy) — never a fixed ratio.
 //!
 //! The programs are built as `orion train` builds them (layer programs on the device with weights as
-//! inputs, fp16 on `ane-sim`; the rest on the CPU in f32). `recompile` re-bakes every layer's programs
-//! after each update, timed as the update phase. The first step is a warm-up; the figures are medians
-//! over the next `iterations` steps, and "other" is the step's wall time not inside any phase.
+//! inputs, fp16 on `ane-sim`; the rest on the CPU in f32; every CPU product and the classifier's in
+//! the run's `--products` precision). `recompile` re-bakes every layer's programs after each update,
+//! timed as the update phase. The first step is a warm-up; the figures are medians over the next
+//! `iterations` steps, and "other" is the step's wall time not inside any phase.
 //! On `ane-sim` the layer programs' cost-model estimates are summed per step, and an estimated step
 //! replaces the simulator's measured layer phases by them.
 
@@ -170,12 +171,13 @@ fn rows(plan: &Plan, device: &Instrumented, samples: &[StepSample], compile_ms: 
 pub fn run_training(plan: &Plan) -> Result<BenchRun> {
     let cfg = plan.model_config.clone();
     let (t, b) = (plan.config.seq_len, plan.config.batch_size);
-    let cpu = cpu_backend(WeightsChoice::F32, false, plan.delay);
+    let products = plan.config.products;
+    let cpu = cpu_backend(WeightsChoice::F32, false, products, plan.delay);
     let lowering = match plan.config.strategy {
         Some(Strategy::Recompile | Strategy::Patch) => AneWeightMode::Baked,
         Some(Strategy::Dynamic) | None => AneWeightMode::Inputs,
     };
-    let (device, dtype) = layer_backend(plan.config.device, plan.chip(), lowering, plan.delay)?;
+    let (device, dtype) = layer_backend(plan.config.device, plan.chip(), lowering, products, plan.delay)?;
     let compile_start = Instant::now();
     let programs = StepPrograms::new(&cfg, t, b, &device, dtype, &cpu)?;
     let compile_ms = ms_since(compile_start);
@@ -192,7 +194,7 @@ pub fn run_training(plan: &Plan) -> Result<BenchRun> {
         },
         seed: 1,
     };
-    let runner = StepRunner::new(cfg.clone(), t, b, programs);
+    let runner = StepRunner::new(cfg.clone(), t, b, programs).with_products(products.precision());
     let mut trainer = Trainer::new(runner, &model, random_batcher(&cfg, b, t, steps)?, options)?;
     let (samples, fallback) = run_steps(plan, &mut trainer, &device, steps)?;
     let rows = rows(plan, &device, &samples[1..], compile_ms);
@@ -203,8 +205,11 @@ pub fn run_training(plan: &Plan) -> Result<BenchRun> {
              warm-up step; phases are measured inside the step (StepTimings), other = wall − Σ phases",
             plan.config.iterations
         ),
-        "layer backward excludes the weight-gradient GEMMs, which run on the CPU in f32 and are their own phase"
-            .to_string(),
+        format!(
+            "layer backward excludes the weight-gradient GEMMs, which run on the CPU ({} products, f32 sums) and \
+             are their own phase",
+            plan.config.products.name()
+        ),
     ];
     match plan.config.strategy {
         Some(Strategy::Recompile) => {

@@ -1,7 +1,8 @@
 //! `orion bench` end to end on a tiny Llama (seconds per run): the regression gate fails, naming the
 //! figures, when every timed region is made slower on purpose; the suites report what they claim
 //! (every program type with FLOPs matching a hand count, a training breakdown that adds up to the
-//! step, cost-model estimates naming the chip, programs per strategy); bad requests fail clearly.
+//! step, cost-model estimates naming the chip, programs per strategy, the products precision
+//! recorded and gated); bad requests fail clearly.
 //! No test asserts that an unchanged rerun passes: the machine is shared and noisy.
 
 use serde_json::Value;
@@ -353,4 +354,24 @@ fn bad_requests_fail_clearly() {
         .output()
         .unwrap();
     assert!(failed(out).contains("unknown built-in model"));
+}
+
+/// `--products bf16` is recorded in the run (JSON and header), and a baseline measured with the
+/// other precision is refused, naming the field.
+#[test]
+fn products_are_recorded_and_a_baseline_in_another_precision_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("bf16.json");
+    let sizes = ["--seq-len", "16", "--batch-size", "2", "--iterations", "1"];
+    let mut args = sizes.to_vec();
+    args.extend(["--products", "bf16", "--save-baseline", base.to_str().unwrap()]);
+    let out = ok(bench(dir.path(), "training", &args));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("products bf16"));
+    let run = json(&base);
+    assert_eq!(run["config"]["products"], "bf16");
+    assert!(figure(&run, "step", "loss").is_finite());
+    let mut args = sizes.to_vec();
+    args.extend(["--baseline", base.to_str().unwrap()]);
+    let stderr = failed(bench(dir.path(), "training", &args));
+    assert!(stderr.contains("products") && stderr.contains("bf16"), "{stderr}");
 }

@@ -1,6 +1,7 @@
 //! `orion train` end to end: a short run writes metrics, a checkpoint, the exported model and a
 //! sample; a run killed after a checkpoint and resumed ends with byte-identical weights to an
-//! uninterrupted run; unsupported devices and strategies are refused clearly.
+//! uninterrupted run; unsupported devices and strategies are refused clearly; `--products bf16`
+//! trains, and resuming its checkpoint in another precision is refused.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -233,4 +234,57 @@ fn recompile_strategy_restarts_at_the_compile_budget_and_tracks_dynamic() {
     for (step, (a, b)) in runs[0].iter().zip(&runs[1]).enumerate() {
         assert!(((a - b) / a).abs() < 1e-2, "step {}: {a} vs {b}", step + 1);
     }
+}
+
+/// `--products bf16` (bfloat16 operands, f32 sums) trains the built-in default model for a few
+/// steps to finite losses; an unknown precision is refused before anything runs.
+#[test]
+fn bf16_products_train_the_default_model_and_unknown_precisions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bf16").display().to_string();
+    let args = [
+        "--products",
+        "bf16",
+        "--device",
+        "cpu",
+        "--steps",
+        "3",
+        "--sample-tokens",
+        "0",
+    ];
+    ok(orion()
+        .args(["train", "--quiet", "--out", &out])
+        .args(args)
+        .output()
+        .unwrap());
+    let losses = losses(&dir.path().join("bf16/metrics.jsonl"));
+    assert_eq!(losses.len(), 3);
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+
+    let other = dir.path().join("fp8").display().to_string();
+    let result = orion()
+        .args(["train", "--quiet", "--out", &other, "--products", "fp8", "--steps", "1"])
+        .output()
+        .unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("fp8") && stderr.contains("bf16"), "{stderr}");
+    assert!(!dir.path().join("fp8").exists(), "a refused run wrote {other}");
+}
+
+/// A checkpoint records `--products`: resuming it in the other precision is refused, naming the
+/// flag, and the same precision continues.
+#[test]
+fn resuming_with_other_products_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out").display().to_string();
+    ok(tiny_run(dir.path(), &out, 2, &["--products", "bf16"]).output().unwrap());
+    let resume = ["--resume", out.as_str()];
+    let result = tiny_run(dir.path(), &out, 3, &resume).output().unwrap();
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("--products bf16"), "{stderr}");
+    let same = [resume[0], resume[1], "--products", "bf16"];
+    ok(tiny_run(dir.path(), &out, 3, &same).output().unwrap());
+    assert_eq!(losses(&dir.path().join("out/metrics.jsonl")).len(), 3);
 }

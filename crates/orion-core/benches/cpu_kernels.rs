@@ -82,7 +82,7 @@ fn compiled_linear(c: &mut Criterion) {
                 let backend = CpuBackend::new(CpuOptions {
                     threads: Some(threads),
                     weights,
-                    huge_pages: false,
+                    ..CpuOptions::default()
                 });
                 let exe = backend.compile_cpu(&g).expect("compiles");
                 let id = BenchmarkId::new(format!("{weights:?}"), format!("k{k}_n{n}_t{threads}"));
@@ -155,7 +155,7 @@ fn transcendental(c: &mut Criterion) {
         let exe = CpuBackend::new(CpuOptions {
             threads: Some(1),
             weights: WeightFormat::F32,
-            huge_pages: false,
+            ..CpuOptions::default()
         })
         .compile_cpu(&g)
         .expect("compiles");

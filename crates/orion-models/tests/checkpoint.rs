@@ -1,6 +1,7 @@
 //! Tests of checkpoints: bit-exact round trip (weights, moments, RNG), bit-identical resumed training,
 //! atomic replacement when a write fails, and clear errors (with the path) for damaged files.
 
+use orion_core::cpu::ProductPrecision;
 use orion_core::Tensor;
 use orion_models::checkpoint::{checkpoint_path, load_checkpoint, save_checkpoint, Checkpoint, RngState};
 use orion_models::optim::{AdamW, AdamWConfig, LossScaler, LossScalerConfig};
@@ -53,6 +54,7 @@ fn sample() -> Checkpoint {
         optimizer: state,
         loss_scaler: scaler.state(),
         rng: RngState::capture(&rng),
+        products: ProductPrecision::Bf16,
         data: json!({"epoch": 1, "cursor": 123456789012u64, "order_seed": 9}),
         extra: json!({"device": "cpu", "note": "ünïcödé"}),
     }
@@ -67,6 +69,7 @@ fn assert_same(a: &Checkpoint, b: &Checkpoint) {
     assert_eq!(a.config, b.config);
     assert_eq!(a.loss_scaler, b.loss_scaler);
     assert_eq!(a.rng, b.rng);
+    assert_eq!(a.products, b.products);
     assert_eq!(a.data, b.data);
     assert_eq!(a.extra, b.extra);
     assert_eq!(a.optimizer.step, b.optimizer.step);
@@ -158,6 +161,7 @@ fn training_resumed_from_a_checkpoint_matches_an_uninterrupted_run() {
         optimizer: o2.state(),
         loss_scaler: LossScaler::new(LossScalerConfig::f32()).expect("scaler").state(),
         rng: RngState::capture(&r2),
+        products: ProductPrecision::F32,
         data: json!(null),
         extra: json!({}),
     };

@@ -2,7 +2,8 @@
 //!
 //! `bench kernels|inference|training|compile [--device cpu|ane-sim] [--chip m4] [--model NAME|FILE]
 //! [--weights f32|f16] [--batch-size B] [--seq-len T] [--iterations N] [--strategy dynamic|recompile|patch]
-//! [--quick] [--json FILE] [--save-baseline FILE] [--baseline FILE] [--threshold PCT]`.
+//! [--huge-pages] [--products f32|bf16] [--quick] [--json FILE] [--save-baseline FILE] [--baseline FILE]
+//! [--threshold PCT]`.
 //!
 //! Order of effects: run the suite, print the table (stdout), write `--json` and `--save-baseline`
 //! (atomically; both hold the same run), then compare with `--baseline` (printed to stdout) and exit
@@ -16,7 +17,7 @@ use crate::allocator::Tuning;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use orion_bench::table::{render_comparison, render_run};
-use orion_bench::{compare, BenchOptions, BenchRun, Device, Strategy, Suite, WeightsChoice};
+use orion_bench::{compare, BenchOptions, BenchRun, Device, ProductsChoice, Strategy, Suite, WeightsChoice};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,6 +43,14 @@ pub enum BenchDevice {
 pub enum WeightsArg {
     F32,
     F16,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProductsArg {
+    /// f32 operands and f32 multiply-adds.
+    F32,
+    /// Both operands rounded to bfloat16, products summed in f32 (AVX512_BF16; elsewhere as f32).
+    Bf16,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +95,10 @@ pub struct BenchArgs {
     /// a second more to create the first decode programs (inference, kernels).
     #[arg(long)]
     huge_pages: bool,
+    /// Arithmetic of the CPU's large matrix products (every CPU program and the training head's
+    /// classifier): f32, or bf16 operands summed in f32. Baselines compare only within one.
+    #[arg(long, value_enum, default_value_t = ProductsArg::F32)]
+    products: ProductsArg,
     /// Write the run as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -126,6 +139,10 @@ fn options(args: &BenchArgs) -> BenchOptions {
         iterations: args.iterations,
         quick: args.quick,
         huge_pages: args.huge_pages,
+        products: match args.products {
+            ProductsArg::F32 => ProductsChoice::F32,
+            ProductsArg::Bf16 => ProductsChoice::Bf16,
+        },
         strategy: match args.strategy {
             StrategyArg::Dynamic => Strategy::Dynamic,
             StrategyArg::Recompile => Strategy::Recompile,

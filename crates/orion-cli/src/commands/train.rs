@@ -5,7 +5,8 @@
 //! auto|cpu|ane-sim|ane] [--strategy dynamic|recompile|patch] [--steps N] [--batch-size B]
 //! [--seq-len T] [--grad-accum K] [--lr LR] [--schedule cosine|constant] [--warmup W] [--min-lr-ratio R] [--weight-decay WD]
 //! [--clip C] [--eval-every N] [--checkpoint-every N] [--out DIR] [--resume DIR] [--seed S]
-//! [--no-shuffle] [--sample-tokens N] [--temperature T] [--compile-budget N] [--quiet]`.
+//! [--no-shuffle] [--sample-tokens N] [--temperature T] [--compile-budget N] [--products f32|bf16]
+//! [--quiet]`.
 //!
 //! Defaults: a small Llama (dim 64, 4 layers, 4 heads, 2 key/value heads, context 64) with a
 //! 512-piece BPE trained on the built-in corpus. Per step: metrics line in `OUT/metrics.jsonl`, a
@@ -13,8 +14,11 @@
 //! `--checkpoint-every` steps; at the end `OUT/model.safetensors`, `config.json`,
 //! the tokenizer (`tokenizer.model` when trained here, else a copy of `--tokenizer`), `loss.png` and a
 //! sample on stdout (greedy, or `--temperature`).
-//! Devices: `cpu` runs everything in f32; `ane-sim` and `ane` compile the layer programs for the
-//! (simulated) ANE (fp16, dynamic loss scaling) and keep embedding, head and optimiser on the CPU;
+//! Devices: `cpu` runs everything in f32 (`--products bf16`: the large matrix products of every CPU
+//! program and of the head's classifier round their operands to bfloat16 and sum in f32, where the
+//! CPU has AVX512_BF16; the checkpoint records it and `--resume` refuses another); `ane-sim` and
+//! `ane` compile the layer programs for the (simulated) ANE (fp16, dynamic loss scaling) and keep
+//! embedding, head and optimiser on the CPU;
 //! `auto` takes the real ANE where one is usable, else the CPU. Strategies
 //! (`orion_models::train::strategy`): `dynamic` passes weights as program inputs; `recompile` bakes
 //! each layer's weights into its own programs and recompiles them after every update — before the
@@ -31,9 +35,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use orion_ane::backend::AneBackend;
 use orion_ane::lower::{LowerOptions, WeightMode};
 use orion_core::backend::Backend;
-use orion_core::cpu::CpuBackend;
+use orion_core::cpu::{CpuBackend, CpuOptions, ProductPrecision};
 use orion_core::DType;
-use orion_models::checkpoint::{load_checkpoint, save_checkpoint};
+use orion_models::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
 use orion_models::config::{Family, ModelConfig};
 use orion_models::data::corpus::{generate_corpus, DEFAULT_CORPUS_BYTES, DEFAULT_CORPUS_SEED};
 use orion_models::data::dataset::{Batcher, BatcherConfig, TokenStream};
@@ -43,6 +47,7 @@ use orion_models::metrics::{plot_losses, MetricsWriter, StepMetrics, LOSS_PLOT_F
 use orion_models::optim::{AdamWConfig, LossScalerConfig, Schedule};
 use orion_models::tokenizer::train_bpe::train_bpe;
 use orion_models::tokenizer::{load_tokenizer, Tokenizer};
+use orion_models::train::trainer::products_name;
 use orion_models::train::{StepPrograms, StepRunner, Strategy, TrainOptions, Trainer, UpdateEvent, WeightUpdater};
 use orion_models::weights::export::{export_safetensors, write_atomically};
 use orion_models::Model;
@@ -66,6 +71,33 @@ impl StrategyChoice {
             StrategyChoice::Recompile => Strategy::Recompile,
             StrategyChoice::Patch => Strategy::Patch,
         }
+    }
+}
+
+/// The arithmetic of the CPU's large matrix products (`--products`, also on `orion bench`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProductsChoice {
+    /// f32 operands and f32 multiply-adds.
+    F32,
+    /// Both operands rounded to bfloat16, products summed in f32: about twice the multiply-add rate
+    /// where the CPU has AVX512_BF16 (elsewhere the same as f32).
+    Bf16,
+}
+
+impl ProductsChoice {
+    pub fn precision(self) -> ProductPrecision {
+        match self {
+            ProductsChoice::F32 => ProductPrecision::F32,
+            ProductsChoice::Bf16 => ProductPrecision::Bf16,
+        }
+    }
+
+    /// The CPU backend computing its products in this precision.
+    fn cpu_backend(self) -> CpuBackend {
+        CpuBackend::new(CpuOptions {
+            products: self.precision(),
+            ..CpuOptions::default()
+        })
     }
 }
 
@@ -145,6 +177,11 @@ pub struct TrainArgs {
     /// the device; 100 leaves a margin).
     #[arg(long, default_value_t = 100)]
     compile_budget: usize,
+    /// Arithmetic of the CPU's large matrix products (layer programs on `cpu`, host programs, the
+    /// classifier): f32, or bf16 operands summed in f32 (AVX512_BF16; elsewhere as f32). A resumed
+    /// run must use its checkpoint's.
+    #[arg(long, value_enum, default_value_t = ProductsChoice::F32)]
+    products: ProductsChoice,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -171,9 +208,14 @@ fn default_config() -> ModelConfig {
 /// The backend of the layer programs, their dtype and the loss scaling that fits it.
 /// Baked strategies lower their constants into weight files (what `recompile` recompiles and `patch`
 /// reloads); `dynamic` passes any constant tensor as an input too.
-fn layer_device(device: DeviceChoice, strategy: StrategyChoice) -> Result<(Box<dyn Backend>, DType, LossScalerConfig)> {
+/// On the CPU, its products are in `products`.
+fn layer_device(
+    device: DeviceChoice,
+    strategy: StrategyChoice,
+    products: ProductsChoice,
+) -> Result<(Box<dyn Backend>, DType, LossScalerConfig)> {
     match ane_device(device)? {
-        None => Ok((Box::new(CpuBackend::default()), DType::F32, LossScalerConfig::f32())),
+        None => Ok((Box::new(products.cpu_backend()), DType::F32, LossScalerConfig::f32())),
         Some(ane) => {
             let weights = match strategy {
                 StrategyChoice::Dynamic => WeightMode::Inputs,
@@ -193,7 +235,7 @@ fn layer_device(device: DeviceChoice, strategy: StrategyChoice) -> Result<(Box<d
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {
-    let (device, layer_dtype, scaler) = layer_device(args.device, args.strategy)?;
+    let (device, layer_dtype, scaler) = layer_device(args.device, args.strategy, args.products)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let (mut cfg, init) = model_config(&args)?;
     let (stream, tokenizer) = data_stream(&args, &mut cfg)?;
@@ -208,12 +250,13 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             vocab_size: cfg.vocab_size,
         },
     )?;
-    let cpu = CpuBackend::default();
+    let cpu = args.products.cpu_backend();
     let programs = StepPrograms::new(&cfg, args.seq_len, args.batch_size, device.as_ref(), layer_dtype, &cpu)?;
-    let runner = StepRunner::new(cfg.clone(), args.seq_len, args.batch_size, programs);
+    let runner =
+        StepRunner::new(cfg.clone(), args.seq_len, args.batch_size, programs).with_products(args.products.precision());
     let options = train_options(&args, scaler);
     let mut trainer = match &args.resume {
-        Some(dir) => Trainer::from_checkpoint(runner, load_checkpoint(dir)?, batcher, options)?,
+        Some(dir) => Trainer::from_checkpoint(runner, resumable_checkpoint(&args, dir)?, batcher, options)?,
         None => {
             let model = match init {
                 Some(m) => m,
@@ -224,6 +267,22 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     };
     run_loop(&args, &mut trainer, device.as_ref())?;
     finish(&args, &trainer, tokenizer.as_deref())
+}
+
+/// The checkpoint in `dir`, if it was written by a run computing in this run's `--products` (an
+/// exact resume needs the same arithmetic; checkpoints from before the flag are f32).
+fn resumable_checkpoint(args: &TrainArgs, dir: &Path) -> Result<Checkpoint> {
+    let ckpt = load_checkpoint(dir)?;
+    if ckpt.products != args.products.precision() {
+        bail!(
+            "--products {} differs from the checkpointed run's {} in {}: resume with --products {}",
+            products_name(args.products.precision()),
+            products_name(ckpt.products),
+            dir.display(),
+            products_name(ckpt.products)
+        );
+    }
+    Ok(ckpt)
 }
 
 /// The model configuration, and the pretrained model when `--init` is given.
@@ -468,7 +527,7 @@ fn finish(args: &TrainArgs, trainer: &Trainer, tokenizer: Option<&dyn Tokenizer>
     let (Some(tok), true) = (tokenizer, args.sample_tokens > 0) else {
         return Ok(());
     };
-    let cpu = CpuBackend::default();
+    let cpu = args.products.cpu_backend();
     let mut generator = Generator::new(&model, &cpu)?;
     let prompt = tok.encode("Once upon a time");
     let options = GenerateOptions {

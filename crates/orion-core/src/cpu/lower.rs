@@ -84,6 +84,7 @@ impl Kernel {
             Kernel::AttentionBackward(_) => "attention_backward",
             Kernel::MatMul(p) => match p.method {
                 Method::Gemm => "gemm",
+                Method::Bf16Gemm => "gemm_bf16",
                 Method::GemvRight | Method::GemvLeft => "gemv",
                 Method::GemvRows => "gemv_rows",
                 Method::RowCombination => "row_combination",

@@ -27,10 +27,12 @@
 #![allow(unsafe_code)]
 
 use super::epilogue::Epilogue;
+use super::gemm_bf16::gemm_bf16;
 use super::gemm_kernel::{gemm_packed, gemm_row_major, PackedRight, RightRows, RowEpilogue};
 use super::gemv::{gemv, gemv_then, many_rows_kernel_available, widen_halves, MatrixRows, RowsThen};
 use super::gemv_rows::{gemv_rows, MULTI_ROW_MAX};
 use super::storage::{kind_error, View};
+use super::ProductPrecision;
 use crate::error::Result;
 use crate::interp::exec_error;
 use gemm::Parallelism;
@@ -64,6 +66,9 @@ const ROW_SPLIT_MIN_WORK: usize = 1 << 24;
 /// threads against `gemm` on GPT-2's weight shapes (criterion bench `small_row_gemm`), 1.7–2× at
 /// 16–64 rows and about even at 128.
 const KERNEL_MAX_ROWS: usize = 128;
+/// Multiply-adds from which a product in [`ProductPrecision::Bf16`] goes to the bfloat16 kernel
+/// (smaller ones stay f32: packing both operands would cost more than the kernel saves).
+const BF16_MIN_WORK: usize = 1 << 22;
 /// Multiply-adds from which a single-row (or single-column) product is split across tasks.
 const SPLIT_MIN_WORK: usize = 1 << 16;
 /// Fewest output columns (or rows) one task of a split product computes.
@@ -94,6 +99,27 @@ pub fn gemm_f32(
     threads: usize,
 ) -> Result<()> {
     gemm_strided(dst, (dst_rs, 1), a, b, dims, accumulate, threads)
+}
+
+/// As [`gemm_f32`] in the arithmetic `precision` names: with [`ProductPrecision::Bf16`], products
+/// of at least `BF16_MIN_WORK` multiply-adds go to the bfloat16 kernel of [`super::gemm_bf16`]
+/// where the CPU has it; everything else as [`gemm_f32`].
+pub fn gemm_with(
+    precision: ProductPrecision,
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    (m, n, k): (usize, usize, usize),
+    (accumulate, threads): (bool, usize),
+) -> Result<()> {
+    if precision == ProductPrecision::Bf16
+        && m * n * k >= BF16_MIN_WORK
+        && gemm_bf16(dst, dst_rs, a, b, (m, n, k), accumulate, threads)?
+    {
+        return Ok(());
+    }
+    gemm_f32(dst, dst_rs, a, b, (m, n, k), accumulate, threads)
 }
 
 /// As [`gemm_f32`], always through the `gemm` crate (products with few rows otherwise go to the
@@ -288,6 +314,9 @@ pub(crate) enum Method {
     /// The right operand is a constant packed when the plan was built ([`MatMulPlan::packed`]):
     /// the AVX-512 kernel of [`super::gemm_kernel`], which then packs only the left operand.
     PackedRight,
+    /// A large product in [`ProductPrecision::Bf16`] (set by [`MatMulPlan::in_bf16`] after planning):
+    /// the bfloat16 kernel of [`super::gemm_bf16`] for f32 operands; as `Gemm` for half ones.
+    Bf16Gemm,
     /// The interpreter's summation order (for each output, p = 0, 1, .. in one f32 accumulator),
     /// vectorised across output columns. Used for F16 results, which are rounded to half: a
     /// different order could move an f32 sum across a half rounding boundary.
@@ -361,6 +390,19 @@ impl MatMulPlan {
         } else {
             Method::Gemm
         }
+    }
+}
+
+impl MatMulPlan {
+    /// Turns a large `Gemm` product into a [`Method::Bf16Gemm`] one (where the CPU has the
+    /// bfloat16 kernel); returns whether it did.
+    pub(crate) fn in_bf16(&mut self) -> bool {
+        let large = self.m * self.n * self.k >= BF16_MIN_WORK;
+        if self.method == Method::Gemm && large && super::gemm_bf16::available() {
+            self.method = Method::Bf16Gemm;
+            return true;
+        }
+        false
     }
 }
 
@@ -584,6 +626,28 @@ fn one_product(
             Ok(())
         }
         Method::Gemm | Method::SplitColumns | Method::SplitRows => gemm_product(plan, a, ao, b, bo, out, threads),
+        Method::Bf16Gemm => {
+            if let (Operand::F32(a_all), Operand::F32(b_all)) = (a, b) {
+                let (a_span, b_span) = (span(m, k, plan.a), span(k, n, plan.b));
+                let (Some(a_part), Some(b_part)) = (a_all.get(ao..ao + a_span), b_all.get(bo..bo + b_span)) else {
+                    return Err(exec_error("matmul", "cpu backend: operand range out of bounds".into()));
+                };
+                let a_ref = MatRef {
+                    data: a_part,
+                    rs: plan.a.rs,
+                    cs: plan.a.cs,
+                };
+                let b_ref = MatRef {
+                    data: b_part,
+                    rs: plan.b.rs,
+                    cs: plan.b.cs,
+                };
+                if gemm_bf16(out, n, a_ref, b_ref, (m, n, k), false, threads)? {
+                    return Ok(());
+                }
+            }
+            gemm_product(plan, a, ao, b, bo, out, threads)
+        }
         Method::PackedRight => Err(exec_error(
             "matmul",
             "cpu backend: a packed product given a right operand".into(),

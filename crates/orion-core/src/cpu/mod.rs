@@ -9,12 +9,13 @@
 //! zero probabilities), `tile_product` (their small in-cache products), `lower`
 //! (kernel choice per step), `exec` (running steps), `hot_workers` (the pool's other workers kept awake during a
 //! run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the
-//! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemv`
+//! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemm_bf16`
+//! (the bfloat16-product GEMM of `ProductPrecision::Bf16`, AVX512_BF16), `gemv`
 //! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `gemv_rows` (the same for a short
 //! prompt's few rows at once, reading the weights in place), `vmath` (vectorised `exp`, `tanh`,
 //! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
 //! `reduce`, `layout`, `strided`; `storage` holds buffers and views; `weight_forms` the derived
-//! (transposed, half) weights; `huge_pages` the opt-in huge-page backing of decode weights. `matmul`, `gemm_kernel`, `gemv`, `vmath` and `huge_pages` are the
+//! (transposed, half) weights; `huge_pages` the opt-in huge-page backing of decode weights. `matmul`, `gemm_kernel`, `gemm_bf16`, `gemv`, `vmath` and `huge_pages` are the
 //! crate's unsafe modules (the `gemm` call; SIMD intrinsics behind run-time feature checks; one
 //! `madvise`), each unsafe block with its safety argument.
 //!
@@ -36,6 +37,7 @@ mod elementwise;
 mod epilogue;
 mod exec;
 mod fusion;
+mod gemm_bf16;
 mod gemm_kernel;
 mod gemv;
 mod gemv_rows;
@@ -72,10 +74,11 @@ use storage::{Buf, View};
 /// fused `softmax_cross_entropy`; `avx512_gemm_available` tells whether this CPU runs the AVX-512
 /// kernel (and so whether plans pack their constant weights).
 pub mod kernels {
+    pub use super::gemm_bf16::available as bf16_products_available;
     pub use super::gemm_kernel::available as avx512_gemm_available;
     pub use super::gemv::{gemv, many_rows_kernel_available, MatrixRows};
     pub use super::loss::softmax_cross_entropy;
-    pub use super::matmul::{gemm_f32, gemm_f32_crate, gemm_f32_strided, MatRef};
+    pub use super::matmul::{gemm_f32, gemm_f32_crate, gemm_f32_strided, gemm_with, MatRef};
 }
 
 /// Runs `op` on a worker of the process-wide CPU pool (one worker per core, created on first use)
@@ -112,6 +115,20 @@ pub enum WeightFormat {
     F16,
 }
 
+/// The arithmetic of the CPU backend's large matrix products (and of the training head's, which
+/// calls [`kernels::gemm_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProductPrecision {
+    /// f32 operands and f32 multiply-adds: the interpreter's definition, within `Tolerance::F32`.
+    #[default]
+    F32,
+    /// Mixed precision: both operands of a large product are rounded to bfloat16 (nearest even)
+    /// and their products summed in f32 (`vdpbf16ps`, see `gemm_bf16`), twice the f32
+    /// multiply-add rate where the CPU has AVX512_BF16. Results then match the interpreter run on
+    /// bfloat16-rounded operands, up to summation order. On CPUs without it, the same as `F32`.
+    Bf16,
+}
+
 /// Options of the CPU backend (read once, at the edge, by the caller).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CpuOptions {
@@ -123,6 +140,8 @@ pub struct CpuOptions {
     /// huge pages when a plan is built (see `huge_pages`): faster decode, a one-time cost per
     /// process. Ignored elsewhere.
     pub huge_pages: bool,
+    /// The arithmetic of large matrix products (f32 unless asked).
+    pub products: ProductPrecision,
 }
 
 /// The CPU backend.
@@ -139,7 +158,7 @@ impl CpuBackend {
     /// Compiles `graph` into the concrete executable (for access to [`CpuExecutable::plan_summary`]).
     pub fn compile_cpu(&self, graph: &Graph) -> Result<CpuExecutable> {
         crate::verify::verify(graph)?;
-        let mut plan = Plan::build(graph, self.options.weights)?;
+        let mut plan = Plan::build(graph, self.options.weights, self.options.products)?;
         if self.options.huge_pages {
             plan.summary.huge_page_bytes = huge_pages::back_streamed_weights(&plan);
         }

@@ -24,7 +24,7 @@ use super::lower::{lower, Kernel};
 use super::matmul::{Layout, MatMulPlan, Method, PackedWeight};
 use super::storage::StorageKind;
 use super::weight_forms::{derive, Derived, Form};
-use super::WeightFormat;
+use super::{ProductPrecision, WeightFormat};
 use crate::error::Result;
 use crate::graph::{Graph, Node, ValueId};
 use crate::interp::exec_error;
@@ -174,8 +174,9 @@ struct Pending {
 }
 
 impl Plan {
-    /// Plans `g` (which must verify) for execution with constant weights in `weights` format.
-    pub(crate) fn build(g: &Graph, weights: WeightFormat) -> Result<Plan> {
+    /// Plans `g` (which must verify) for execution with constant weights in `weights` format and
+    /// large products in `products` precision.
+    pub(crate) fn build(g: &Graph, weights: WeightFormat, products: ProductPrecision) -> Result<Plan> {
         let Walk {
             root,
             home,
@@ -232,6 +233,13 @@ impl Plan {
             .iter()
             .map(|o| Ok((loc(o.value)?, g.ty(o.value).clone())))
             .collect::<Result<_>>()?;
+        if products == ProductPrecision::Bf16 {
+            for step in &mut steps {
+                if let Kernel::MatMul(product) = &mut step.kernel {
+                    product.in_bf16();
+                }
+            }
+        }
         summary.steps = steps.len();
         summary.kernels = steps.iter().map(|s| s.kernel.name()).collect();
         summary.slots = slot_of.slots.len();

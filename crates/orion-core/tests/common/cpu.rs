@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use orion_core::backend::Executable;
-use orion_core::cpu::{CpuBackend, CpuExecutable, CpuOptions, PlanSummary, WeightFormat};
+use orion_core::cpu::{CpuBackend, CpuExecutable, CpuOptions, PlanSummary, ProductPrecision, WeightFormat};
 use orion_core::interp::tolerance::{compare, Tolerance};
 use orion_core::interp::{interpret, Precision};
 use orion_core::{DType, Graph, Tensor, TensorType, ValueId};
@@ -27,6 +27,7 @@ pub fn options(threads: Option<usize>, weights: WeightFormat) -> CpuOptions {
         threads,
         weights,
         huge_pages: false,
+        products: ProductPrecision::F32,
     }
 }
 

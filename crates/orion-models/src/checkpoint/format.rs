@@ -7,7 +7,8 @@
 //!                               adam_m/<name>   F32, [len]   AdamW first moment
 //!                               adam_v/<name>   F32, [len]   AdamW second moment
 //!                             and in __metadata__ `orion.checkpoint` = the JSON manifest (step,
-//!                             config, optimiser step and no-decay set, loss scaler, RNG, data, extra)
+//!                             config, optimiser step and no-decay set, loss scaler, RNG, products
+//!                             precision — absent in older files: f32 —, data, extra)
 //! payload length              u64 little-endian
 //! CRC-32 (IEEE)               u32 little-endian, of every byte before it
 //! ```
@@ -20,6 +21,7 @@ use crate::error::{ModelError, Result};
 use crate::optim::{AdamWState, LossScalerState};
 use ::safetensors::tensor::TensorView;
 use ::safetensors::{Dtype, SafeTensors};
+use orion_core::cpu::ProductPrecision;
 use orion_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,8 +44,38 @@ struct Manifest {
     no_decay: BTreeSet<String>,
     loss_scaler: LossScalerState,
     rng: RngManifest,
+    /// Absent in checkpoints written before the precision was recorded (all f32).
+    #[serde(default)]
+    products: ProductsManifest,
     data: serde_json::Value,
     extra: serde_json::Value,
+}
+
+/// [`ProductPrecision`] as the manifest spells it (`"f32"`, `"bf16"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ProductsManifest {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl From<ProductPrecision> for ProductsManifest {
+    fn from(p: ProductPrecision) -> ProductsManifest {
+        match p {
+            ProductPrecision::F32 => ProductsManifest::F32,
+            ProductPrecision::Bf16 => ProductsManifest::Bf16,
+        }
+    }
+}
+
+impl From<ProductsManifest> for ProductPrecision {
+    fn from(p: ProductsManifest) -> ProductPrecision {
+        match p {
+            ProductsManifest::F32 => ProductPrecision::F32,
+            ProductsManifest::Bf16 => ProductPrecision::Bf16,
+        }
+    }
 }
 
 /// [`RngState`] with the 128-bit word position as a decimal string (JSON numbers stop at 64 bits).
@@ -101,6 +133,7 @@ pub fn encode(ckpt: &Checkpoint, path: &Path) -> Result<Vec<u8>> {
             stream: ckpt.rng.stream,
             word_pos: ckpt.rng.word_pos.to_string(),
         },
+        products: ckpt.products.into(),
         data: ckpt.data.clone(),
         extra: ckpt.extra.clone(),
     };
@@ -181,6 +214,7 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             stream: manifest.rng.stream,
             word_pos,
         },
+        products: manifest.products.into(),
         data: manifest.data,
         extra: manifest.extra,
     })
@@ -231,4 +265,38 @@ fn f32_values(bytes: &[u8]) -> Vec<f32> {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_products_precision_is_spelled_in_lowercase_and_f32_when_absent() {
+        let manifest = Manifest {
+            step: 1,
+            config: ModelConfig::builtin("stories260K").unwrap(),
+            optimizer_step: 1,
+            no_decay: BTreeSet::new(),
+            loss_scaler: crate::optim::LossScaler::new(crate::optim::LossScalerConfig::f32())
+                .unwrap()
+                .state(),
+            rng: RngManifest {
+                seed: [0; 32],
+                stream: 0,
+                word_pos: "0".into(),
+            },
+            products: ProductPrecision::Bf16.into(),
+            data: serde_json::Value::Null,
+            extra: serde_json::Value::Null,
+        };
+        let mut json = serde_json::to_value(&manifest).unwrap();
+        assert_eq!(json["products"], "bf16");
+        // A manifest written before the field existed.
+        json.as_object_mut().unwrap().remove("products");
+        let old: Manifest = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(ProductPrecision::from(old.products), ProductPrecision::F32);
+        json["products"] = "fp8".into();
+        assert!(serde_json::from_value::<Manifest>(json).is_err());
+    }
 }

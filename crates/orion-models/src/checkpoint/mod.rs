@@ -1,6 +1,6 @@
 //! Training checkpoints: everything needed to continue a run bit-identically — step, model config,
-//! weights, AdamW state, loss-scaler state, RNG state, the data position (the batcher's state, opaque
-//! here) and free-form extras.
+//! weights, AdamW state, loss-scaler state, RNG state, the arithmetic of the run's matrix products,
+//! the data position (the batcher's state, opaque here) and free-form extras.
 //!
 //! A checkpoint directory holds one file, [`CHECKPOINT_FILE`] (layout in `format`). Saving is atomic:
 //! the bytes go to a temporary file in the same directory, which is synced, renamed over the old file,
@@ -18,6 +18,7 @@ pub mod format;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::optim::{AdamWState, LossScalerState};
+use orion_core::cpu::ProductPrecision;
 use orion_core::Tensor;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -67,6 +68,9 @@ pub struct Checkpoint {
     pub optimizer: AdamWState,
     pub loss_scaler: LossScalerState,
     pub rng: RngState,
+    /// The arithmetic of the run's matrix products (`StepRunner::products`): continuing in another
+    /// would not be the same run. `F32` for checkpoints written before it was recorded.
+    pub products: ProductPrecision,
     /// The data pipeline's position (the batcher's serialised state), stored as given.
     pub data: serde_json::Value,
     /// Anything else the trainer wants back (options, counters, …), stored as given.

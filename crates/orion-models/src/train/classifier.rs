@@ -2,13 +2,16 @@
 //! both gradients a block of rows at a time (`gemm`, the fused softmax cross-entropy, `gemm`), so
 //! the vocabulary-wide logits are never materialised for the whole batch.
 //!
+//! The three products run in the caller's [`ProductPrecision`] (`gemm_with`): f32, or with both
+//! operands rounded to bfloat16 and summed in f32 where the CPU has that kernel (`--products bf16`).
+//!
 //! Invariants: results do not depend on the block size or thread count beyond the summation order
 //! of `gemm` (the loss is summed per block in f64, in row order); every buffer taken from the CPU
 //! backend's spare pool is fully written before it is read.
 
 use crate::error::{ModelError, Result};
-use orion_core::cpu::kernels::{gemm_f32, softmax_cross_entropy, MatRef};
-use orion_core::cpu::{recycle_vec, spare_buffer};
+use orion_core::cpu::kernels::{gemm_with, softmax_cross_entropy, MatRef};
+use orion_core::cpu::{recycle_vec, spare_buffer, ProductPrecision};
 
 /// Logits elements the fused classifier computes per block of rows (256 MB of f32: a whole batch
 /// of 8 × 256 rows at a 32,000-token vocabulary). Each block re-reads and re-writes the
@@ -20,8 +23,21 @@ pub const CLASSIFIER_BLOCK: usize = 1 << 26;
 /// Mean cross-entropy of the classifier `W [V, D]` on `x_norm [N, D]` with `targets [N]`, and its
 /// gradients: blocks of `block` rows go through `gemm` (logits), the fused softmax cross-entropy
 /// (logits → their gradient, in place) and `gemm` again for the gradients of `x_norm` and of `W`.
-/// Returns (loss, grad x_norm `[N, D]`, grad W `[V, D]`).
+/// Returns (loss, grad x_norm `[N, D]`, grad W `[V, D]`). Products in f32: see
+/// [`fused_classifier_with`].
 pub fn fused_classifier(
+    w: &[f32],
+    d: usize,
+    x_norm: &[f32],
+    targets: &[i32],
+    block: usize,
+) -> Result<(f32, Vec<f32>, Vec<f32>)> {
+    fused_classifier_with(ProductPrecision::F32, w, d, x_norm, targets, block)
+}
+
+/// As [`fused_classifier`], with its three products in `products` (`gemm_with`).
+pub fn fused_classifier_with(
+    products: ProductPrecision,
     w: &[f32],
     d: usize,
     x_norm: &[f32],
@@ -38,11 +54,12 @@ pub fn fused_classifier(
             x_norm.len()
         )));
     }
-    orion_core::cpu::install(|| classifier_blocks(w, d, x_norm, targets, block))
+    orion_core::cpu::install(|| classifier_blocks(products, w, d, x_norm, targets, block))
 }
 
-/// The body of [`fused_classifier`] (arguments checked), run inside the CPU pool.
+/// The body of [`fused_classifier_with`] (arguments checked), run inside the CPU pool.
 fn classifier_blocks(
+    products: ProductPrecision,
     w: &[f32],
     d: usize,
     x_norm: &[f32],
@@ -64,29 +81,29 @@ fn classifier_blocks(
         let xs = &x_norm[r0 * d..(r0 + rows) * d];
         let z = &mut logits[..rows * v];
         let x_ref = MatRef { data: xs, rs: d, cs: 1 };
-        gemm_f32(
+        gemm_with(
+            products,
             z,
             v,
             x_ref,
             MatRef { data: w, rs: 1, cs: d },
             (rows, v, d),
-            false,
-            threads,
+            (false, threads),
         )?;
         total += softmax_cross_entropy(z, v, &targets[r0..r0 + rows], 1.0 / n as f32, threads)?;
         let dz = MatRef { data: z, rs: v, cs: 1 };
         let dx_rows = &mut dx[r0 * d..(r0 + rows) * d];
-        gemm_f32(
+        gemm_with(
+            products,
             dx_rows,
             d,
             dz,
             MatRef { data: w, rs: d, cs: 1 },
             (rows, d, v),
-            false,
-            threads,
+            (false, threads),
         )?;
         let x_t = MatRef { data: xs, rs: 1, cs: d };
-        gemm_f32(&mut dw_t, v, x_t, dz, (d, v, rows), r0 > 0, threads)?;
+        gemm_with(products, &mut dw_t, v, x_t, dz, (d, v, rows), (r0 > 0, threads))?;
     }
     let dw = transpose(&dw_t, d, v, threads);
     recycle_vec(logits);
@@ -181,5 +198,103 @@ mod tests {
             }
         }
         assert!(fused_classifier(&w, d, &x[1..], &targets, 2).is_err());
+    }
+
+    /// A classifier whose products over all rows are large enough (96 × 64 × 1100 multiply-adds,
+    /// above `gemm_with`'s threshold for the bfloat16 kernel) for the precision to matter:
+    /// (classifier `[V, D]`, x_norm `[N, D]`, targets, D).
+    fn large_classifier() -> (Vec<f32>, Vec<f32>, Vec<i32>, usize) {
+        let (n, d, v) = (96, 64, 1100);
+        let w: Vec<f32> = (0..v * d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 97.0).collect();
+        let x: Vec<f32> = (0..n * d).map(|i| ((i * 53 % 89) as f32 - 44.0) / 61.0).collect();
+        let targets: Vec<i32> = (0..n).map(|r| ((r * 131) % v) as i32).collect();
+        (w, x, targets, d)
+    }
+
+    /// The classifier as it was before `gemm_with`: the same blocks with `gemm_f32`.
+    fn with_gemm_f32(w: &[f32], d: usize, x: &[f32], targets: &[i32], block: usize) -> (f32, Vec<f32>, Vec<f32>) {
+        use orion_core::cpu::kernels::gemm_f32;
+        let (n, v) = (targets.len(), w.len() / d);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let (mut z, mut dx, mut dw_t) = (vec![0.0; block * v], vec![0.0; n * d], vec![0.0; v * d]);
+        let mut total = 0.0f64;
+        orion_core::cpu::install(|| {
+            for r0 in (0..n).step_by(block) {
+                let rows = block.min(n - r0);
+                let xs = &x[r0 * d..(r0 + rows) * d];
+                let z = &mut z[..rows * v];
+                let x_ref = MatRef { data: xs, rs: d, cs: 1 };
+                gemm_f32(
+                    z,
+                    v,
+                    x_ref,
+                    MatRef { data: w, rs: 1, cs: d },
+                    (rows, v, d),
+                    false,
+                    threads,
+                )
+                .unwrap();
+                total += softmax_cross_entropy(z, v, &targets[r0..r0 + rows], 1.0 / n as f32, threads).unwrap();
+                let dz = MatRef { data: z, rs: v, cs: 1 };
+                let w_ref = MatRef { data: w, rs: d, cs: 1 };
+                let dx_rows = &mut dx[r0 * d..(r0 + rows) * d];
+                gemm_f32(dx_rows, d, dz, w_ref, (rows, d, v), false, threads).unwrap();
+                let x_t = MatRef { data: xs, rs: 1, cs: d };
+                gemm_f32(&mut dw_t, v, x_t, dz, (d, v, rows), r0 > 0, threads).unwrap();
+            }
+        });
+        ((total / n as f64) as f32, dx, transpose(&dw_t, d, v, threads))
+    }
+
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn f32_products_through_gemm_with_give_the_gemm_f32_results_bit_for_bit() {
+        let (w, x, targets, d) = large_classifier();
+        // One block, and blocks of 40 rows (the classifier's gradient accumulated over three).
+        for block in [targets.len(), 40] {
+            let (loss, dx, dw) = with_gemm_f32(&w, d, &x, &targets, block);
+            let (l, gx, gw) = fused_classifier_with(ProductPrecision::F32, &w, d, &x, &targets, block).unwrap();
+            assert_eq!(l.to_bits(), loss.to_bits(), "block {block}: loss {l} vs {loss}");
+            assert_eq!(bits(&gx), bits(&dx), "block {block}: grad x_norm");
+            assert_eq!(bits(&gw), bits(&dw), "block {block}: grad W");
+            // `fused_classifier` is the F32 precision.
+            let (l, gx, gw) = fused_classifier(&w, d, &x, &targets, block).unwrap();
+            assert_eq!(
+                (l.to_bits(), bits(&gx), bits(&gw)),
+                (loss.to_bits(), bits(&dx), bits(&dw))
+            );
+        }
+    }
+
+    /// Relative distance `|a − e| / |e|` of two gradients (Euclidean norms).
+    fn relative_distance(a: &[f32], e: &[f32]) -> f64 {
+        let diff: f64 = a.iter().zip(e).map(|(a, e)| (*a as f64 - *e as f64).powi(2)).sum();
+        let norm: f64 = e.iter().map(|e| (*e as f64).powi(2)).sum();
+        (diff / norm).sqrt()
+    }
+
+    /// Bfloat16 operands keep 8 significant bits (relative rounding 2^-9 ≈ 2e-3 per operand), and
+    /// the products are summed in f32, so loss and gradients stay within about 1e-2 of f32's; where
+    /// the kernel runs they are not the f32 results (a precision that silently stayed f32 fails).
+    #[test]
+    fn bf16_products_stay_close_to_f32_and_differ_where_the_kernel_runs() {
+        let (w, x, targets, d) = large_classifier();
+        // One block of all rows: smaller blocks' products would stay f32.
+        let block = targets.len();
+        let (l32, gx32, gw32) = fused_classifier_with(ProductPrecision::F32, &w, d, &x, &targets, block).unwrap();
+        let (l16, gx16, gw16) = fused_classifier_with(ProductPrecision::Bf16, &w, d, &x, &targets, block).unwrap();
+        assert!(l16.is_finite());
+        assert!(((l16 - l32) / l32).abs() < 1e-2, "loss {l16} vs {l32}");
+        assert!(relative_distance(&gx16, &gx32) < 2e-2, "grad x_norm");
+        assert!(relative_distance(&gw16, &gw32) < 2e-2, "grad W");
+        let same = (l16.to_bits(), bits(&gx16), bits(&gw16)) == (l32.to_bits(), bits(&gx32), bits(&gw32));
+        assert_eq!(
+            same,
+            !orion_core::cpu::kernels::bf16_products_available(),
+            "bf16 results equal to f32's exactly when the CPU has no bfloat16 kernel"
+        );
     }
 }

@@ -16,16 +16,19 @@
 //! activations after its backward, row copies, the head's temporaries) go to the CPU backend's
 //! spare pool, so the next outputs reuse memory that is already paged in.
 //!
+//! The head's classifier products run in the runner's [`ProductPrecision`] (`with_products`; f32
+//! unless asked); the programs compute in whatever their backends were built with.
+//!
 //! Invariants: parameters and gradients are keyed by canonical names, f32, row-major in
 //! `weight_specs` shapes; gradients of a tensor used twice (a tied head) are summed.
 
-pub use super::classifier::fused_classifier;
 use super::classifier::CLASSIFIER_BLOCK;
+pub use super::classifier::{fused_classifier, fused_classifier_with};
 use super::programs::{head_name, layer_weight_name, Program, StepPrograms, SAVED_PREFIX};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::model::weight_specs;
-use orion_core::cpu::recycle_vec;
+use orion_core::cpu::{recycle_vec, ProductPrecision};
 use orion_core::{DType, Tensor, TensorData};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -123,6 +126,8 @@ pub struct StepRunner {
     shapes: BTreeMap<String, Vec<usize>>,
     /// Parameters read by the layer programs (bound in the layer dtype; the rest in f32).
     layer_params: HashSet<String>,
+    /// The arithmetic of the head's classifier products.
+    products: ProductPrecision,
 }
 
 impl StepRunner {
@@ -139,7 +144,21 @@ impl StepRunner {
             programs,
             shapes,
             layer_params,
+            products: ProductPrecision::F32,
         }
+    }
+
+    /// The runner with the head's classifier products in `products` (f32 by default). The programs
+    /// keep the precision of the backends they were compiled by: build those with the same
+    /// `CpuOptions::products` for a step in one arithmetic.
+    pub fn with_products(mut self, products: ProductPrecision) -> StepRunner {
+        self.products = products;
+        self
+    }
+
+    /// The arithmetic of the head's classifier products.
+    pub fn products(&self) -> ProductPrecision {
+        self.products
     }
 
     /// Loss and gradients of `params` on `batch`, with `loss_scale` applied inside the layers.
@@ -475,8 +494,8 @@ impl StepRunner {
         Ok((loss, into_f32_vec(take_output(&norm.backward, out, "grad_x")?)))
     }
 
-    /// Classifier and mean cross-entropy of `x_norm [N, D]` ([`fused_classifier`]); adds the
-    /// classifier's gradient to `grads`. Returns (loss, grad x_norm).
+    /// Classifier and mean cross-entropy of `x_norm [N, D]` ([`fused_classifier_with`] in the
+    /// runner's precision); adds the classifier's gradient to `grads`. Returns (loss, grad x_norm).
     fn classifier(
         &self,
         weights: &WeightTensors,
@@ -493,7 +512,7 @@ impl StepRunner {
                 expected: vec![],
             })?;
         let block = CLASSIFIER_BLOCK / self.cfg.vocab_size.max(1);
-        let (loss, dx, dw) = fused_classifier(w, self.cfg.dim, x_norm, targets, block)?;
+        let (loss, dx, dw) = fused_classifier_with(self.products, w, self.cfg.dim, x_norm, targets, block)?;
         add_grad(grads, name, dw)?;
         Ok((loss, dx))
     }

@@ -7,8 +7,9 @@
 //! and applied by AdamW with the scheduled learning rate.
 //!
 //! Invariants: the whole mutable state (parameters, optimiser, loss scaler, batcher position, step
-//! and RNG) goes into a [`Checkpoint`], so `from_checkpoint` continues bit-identically; parameters
-//! are f32 under canonical names.
+//! and RNG) goes into a [`Checkpoint`], with the runner's product precision, so `from_checkpoint`
+//! continues bit-identically (it refuses a runner computing in another precision); parameters are
+//! f32 under canonical names.
 
 use super::step::{ms_since, Batch, Params, StepRunner, StepTimings};
 use crate::checkpoint::{Checkpoint, RngState};
@@ -18,6 +19,7 @@ use crate::error::{ModelError, Result};
 use crate::model::{weight_specs, Model};
 use crate::optim::clip::{clip_factor, global_norm_f64};
 use crate::optim::{learning_rate, AdamW, AdamWConfig, LossScaler, LossScalerConfig, Schedule};
+use orion_core::cpu::ProductPrecision;
 use orion_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -105,6 +107,14 @@ impl Trainer {
             return Err(ModelError::Usage(
                 "the checkpoint's model configuration differs from this run's".into(),
             ));
+        }
+        if ckpt.products != runner.products() {
+            return Err(ModelError::Usage(format!(
+                "the checkpointed run computed its matrix products in {}, this run in {}: an exact resume \
+                 needs the same arithmetic",
+                products_name(ckpt.products),
+                products_name(runner.products())
+            )));
         }
         let state = serde_json::from_value(ckpt.data)
             .map_err(|e| ModelError::Usage(format!("checkpoint data position: {e}")))?;
@@ -245,9 +255,18 @@ impl Trainer {
             optimizer: self.optimizer.state(),
             loss_scaler: self.scaler.state(),
             rng: RngState::capture(&self.rng),
+            products: self.runner.products(),
             data,
             extra,
         })
+    }
+}
+
+/// `f32` or `bf16`, as the command line and checkpoints name a precision.
+pub fn products_name(products: ProductPrecision) -> &'static str {
+    match products {
+        ProductPrecision::F32 => "f32",
+        ProductPrecision::Bf16 => "bf16",
     }
 }
 
