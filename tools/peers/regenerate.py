@@ -20,7 +20,10 @@ them; the decode rows also record the weights' GB/s, to set against the read rat
 round also runs run.c's own job on our side (`orion generate`, 255 new tokens from the start of the
 context on the same file) right before run.c, so that row compares the same work. With --huge-pages,
 each of our decode measurements also runs with `--huge-pages` (decode weights on transparent huge
-pages), right after the plain one, under labels ending in "(huge pages)". Raw results (every `--json` run and
+pages), right after the plain one, under labels ending in "(huge pages)". With --bf16, each
+compute-bound row (GPT-2 prefill, both training rows; ours and PyTorch's) also runs with bfloat16
+products — `--products bf16` for ours, `torch_bench.py --autocast bfloat16` for PyTorch — right after
+the plain one, under labels ending in "(bf16 products)". Raw results (every `--json` run and
 every peer's output) go to --out. Needs the venv of torch_bench.py for the PyTorch rows (--python).
 """
 import argparse
@@ -164,6 +167,8 @@ def measurements(args):
             items.append(("runc_file_110m", lambda: run_c(args, "runc_file_110m")))
     if args.huge_pages:
         items = with_huge_page_decodes(args, items)
+    if args.bf16:
+        items = with_bf16_products(args, items)
     if not args.skip_torch:
         threads = ["--threads", str(args.threads)]
         for dtype in ["float32", "bfloat16", "float16"]:
@@ -179,6 +184,40 @@ def measurements(args):
             args, "torch_train_110m", ["train", "--shape", "stories110M", "--iterations", "2", *threads],
             [("torch Stories110M training tok/s", "tok_s")])))
     return items
+
+
+BF16 = " (bf16 products)"
+BF16_BENCHES = {
+    "orion_gpt2_f32": (["inference", "--model", "gpt2"], [("orion GPT-2 prefill 128 f32 ms", "prefill 128", "ms")]),
+    "orion_train_15m": (["training", "--model", "stories15M"], [("orion Stories15M step (8x256) ms", "step", "ms")]),
+    "orion_train_110m": (["training", "--model", "stories110M", "--iterations", "2"],
+                         [("orion Stories110M training tok/s", "step", "tok/s")]),
+    "torch_gpt2_prefill": (["gpt2-prefill"], [("torch GPT-2 prefill 128 f32 ms", "prefill_ms")]),
+    "torch_train_15m": (["train", "--shape", "stories15M", "--iterations", "3"],
+                        [("torch Stories15M step (8x256) ms", "step_ms")]),
+    "torch_train_110m": (["train", "--shape", "stories110M", "--iterations", "2"],
+                         [("torch Stories110M training tok/s", "tok_s")]),
+}
+
+
+def with_bf16_products(args, items):
+    """Each compute-bound item (prefill, training; ours and PyTorch's), followed by the same run with
+    bfloat16 products: `--products bf16` for ours, `--autocast bfloat16` for PyTorch (labelled with
+    BF16)."""
+    out = []
+    for key, measure in items:
+        out.append((key, measure))
+        if key not in BF16_BENCHES:
+            continue
+        bench, picks = BF16_BENCHES[key]
+        picks = [(label + BF16, *rest) for label, *rest in picks]
+        new_key = key + "_bf16"
+        if key.startswith("torch"):
+            peer_args = [*bench, "--autocast", "bfloat16", "--threads", str(args.threads)]
+            out.append((new_key, lambda k=new_key, a=peer_args, p=picks: torch_peer(args, k, a, p)))
+        else:
+            out.append((new_key, lambda k=new_key, b=bench, p=picks: orion(args, k, [*b, "--products", "bf16"], p)))
+    return out
 
 
 HUGE = " (huge pages)"
@@ -216,6 +255,8 @@ def main():
     parser.add_argument("--quiet-wait", type=float, default=600)
     parser.add_argument("--only", help="regular expression: run only measurements whose key matches")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also run prefill and training with bfloat16 products (ours and PyTorch's autocast)")
     parser.add_argument("--huge-pages", action="store_true",
                         help="also run each of our decode measurements with --huge-pages")
     parser.add_argument("--out", default="/tmp/orion-bench-results")

@@ -5,6 +5,7 @@ weights, medians after a warm-up, on the CPU with the threads given.
     python3 tools/peers/torch_bench.py gpt2-decode  [--dtype float32|bfloat16|float16] [--capacity 256]
     python3 tools/peers/torch_bench.py gpt2-prefill [--dtype ...] [--tokens 128]
     python3 tools/peers/torch_bench.py train --shape stories15M|stories110M [--batch 8 --seq 256]
+    ... [--autocast bfloat16]   # f32 weights, products in bfloat16 (as `orion ... --products bf16`)
 
 - gpt2-decode: GPT-2 124M (transformers `GPT2LMHeadModel`, random init), a 16-token prompt, then greedy
   decoding one token per forward with the KV cache (`past_key_values`), 32 new tokens; tok/s = decode
@@ -14,9 +15,14 @@ weights, medians after a warm-up, on the CPU with the threads given.
   one AdamW step on a random batch (forward with labels, backward, optimizer step, zero_grad) in f32,
   ms per step and tokens/s.
 
+`--autocast bfloat16` runs prefill and the training step's forward under `torch.autocast("cpu",
+dtype=torch.bfloat16)`: weights, optimiser and gradients stay f32, the products (linear layers,
+attention) take bfloat16 operands — PyTorch's mixed precision, the peer of `--products bf16`.
+
 Prints one JSON object per run. Needs torch and transformers (`pip install torch transformers`).
 """
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -58,6 +64,13 @@ def decode(args):
     return {"decode_tok_s": statistics.median(rates), "samples": rates}
 
 
+def products(args):
+    """The context the forward runs in: bfloat16 autocast when asked, otherwise nothing."""
+    if args.autocast == "none":
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=getattr(torch, args.autocast))
+
+
 @torch.inference_mode()
 def prefill(args):
     model = gpt2(getattr(torch, args.dtype))
@@ -65,7 +78,8 @@ def prefill(args):
     times = []
     for i in range(args.iterations + 1):
         start = time.perf_counter()
-        out = model(ids, use_cache=True)
+        with products(args):
+            out = model(ids, use_cache=True)
         out.logits[:, -1].argmax(-1)
         if i > 0:
             times.append((time.perf_counter() - start) * 1e3)
@@ -86,7 +100,8 @@ def train(args):
     for i in range(args.iterations + 1):
         batch = torch.randint(0, vocab, (args.batch, args.seq + 1), generator=generator)
         start = time.perf_counter()
-        loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
+        with products(args):
+            loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -109,11 +124,13 @@ def main():
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--autocast", default="none", choices=["none", "bfloat16"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = {"gpt2-decode": decode, "gpt2-prefill": prefill, "train": train}[args.what]
     result = run(args)
-    result.update({"what": args.what, "dtype": args.dtype, "threads": args.threads, "torch": torch.__version__})
+    result.update({"what": args.what, "dtype": args.dtype, "autocast": args.autocast, "threads": args.threads,
+                   "torch": torch.__version__})
     if args.what == "train":
         result.update({"shape": args.shape, "batch": args.batch, "seq": args.seq})
     print(json.dumps(result))

@@ -103,3 +103,61 @@ fn f32_precision_plans_no_bfloat16_product() {
         compare(o, e, Tolerance::F32).unwrap();
     }
 }
+
+/// `gelu(x · W1ᵀ + b) ` and `x · W2ᵀ` with constant weights (prefill's products): packed once as
+/// bfloat16 pairs (split by columns, with the bias and GELU as its epilogue; split by rows), and
+/// matching the interpreter run with `x` and the weights rounded to bfloat16.
+#[test]
+fn constant_weights_are_packed_as_bfloat16_pairs_and_epilogues_still_apply() {
+    let (m, k, wide, narrow) = (300, 256, 400, 96);
+    let build = |round: bool| {
+        let value = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .map(|&x| if round { bf16::from_f32(x).to_f32() } else { x })
+                .collect()
+        };
+        let mut g = Graph::new("prefill");
+        let x = g.input("x", TensorType::new(DType::F32, [m, k])).unwrap();
+        let w1 = g
+            .constant(Tensor::f32([wide, k], value(&values(wide * k, 31))))
+            .unwrap();
+        let b = g.constant(Tensor::f32([wide], values(wide, 32))).unwrap();
+        let w2 = g
+            .constant(Tensor::f32([narrow, k], value(&values(narrow * k, 33))))
+            .unwrap();
+        let product = g.matmul(x, w1, false, true).unwrap();
+        let biased = g.add(product, b).unwrap();
+        let activated = orion_core::composite::gelu_tanh(&mut g, biased).unwrap();
+        let other = g.matmul(x, w2, false, true).unwrap();
+        g.set_output("activated", activated).unwrap();
+        g.set_output("other", other).unwrap();
+        g
+    };
+    let (g, on_rounded) = (build(false), build(true));
+    let inputs = vec![Tensor::f32([m, k], values(m * k, 30))];
+    let exe = compile(&g, in_precision(ProductPrecision::Bf16));
+    let summary = exe.plan_summary().clone();
+    let out = exe.run(&inputs).unwrap();
+    let exact = interpret(&g, &inputs, Precision::F32).unwrap();
+    if !bf16_products_available() {
+        assert_eq!(summary.bf16_packed_weights, 0);
+        return;
+    }
+    assert_eq!(
+        (summary.packed_weights, summary.bf16_packed_weights),
+        (2, 2),
+        "{summary}"
+    );
+    assert_eq!(summary.count("gemm_packed_epilogue"), 1, "{:?}", summary.kernels);
+    let expected = interpret(&on_rounded, &[rounded(&inputs[0])], Precision::F32).unwrap();
+    for (i, name) in ["activated", "other"].iter().enumerate() {
+        compare(&out[i], &expected[i], Tolerance::F32).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            compare(&out[i], &exact[i], Tolerance::F32).is_err(),
+            "{name}: not rounded"
+        );
+    }
+    // The same plan in F32 packs f32 strips.
+    let f32_plan = compile(&g, in_precision(ProductPrecision::F32));
+    assert_eq!(f32_plan.plan_summary().bf16_packed_weights, 0);
+}

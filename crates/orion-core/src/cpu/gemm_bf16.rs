@@ -9,16 +9,19 @@
 //! EPYC (Zen 4) with `tools/peers/fma_peak.c` and a copy of it issuing `vdpbf16ps`: 233.9 GFLOP/s
 //! for f32 multiply-adds, 468.8 for bfloat16 pairs, both threads.
 //!
-//! How: `k` is taken two steps at a time (a "pair"; an odd `k` is padded with a zero). Each task
-//! first packs its rows of `A` whole, for each block of `KP` pairs in panels of `MR` rows, one
-//! 32-bit word per (row, pair) — the two bfloat16 values of steps `2q` and `2q + 1`. For each
-//! block of `NC` columns and `KP` pairs it packs that block of `B` into strips of `NR` columns, one
-//! word per (pair, column), and a micro-kernel keeps an `MR × NR` tile of `C` in 24 vector
-//! registers: per pair, two strip vectors and one broadcast word per row. Packing gathers the
-//! f32 values in the packed order first, then rounds them 32 at a time (`vcvtne2ps2bf16`, nearest
-//! even, as PyTorch's `bfloat16` casts; subnormal inputs and results are flushed to zero by
-//! these instructions). Work is split across rayon tasks by column ranges when `A` is the smaller
-//! operand and by row ranges otherwise, as in [`super::gemm_kernel`].
+//! How: `k` is taken two steps at a time (a "pair"; an odd `k` is padded with a zero), in blocks
+//! of at most `KP` pairs split evenly. `A` is packed in panels of `MR` rows and `B` in strips of
+//! `NR` columns, one 32-bit word per (row or column, pair) holding the two bfloat16 values
+//! ([`super::bf16_pack`]: rounded by `vcvtne2ps2bf16`, nearest even as PyTorch's `bfloat16`
+//! casts, subnormals flushed to zero). For each block of `NC` columns and of pairs, a task packs
+//! that block of `B`, then for each block of `MC` rows runs the tiles of every panel over every
+//! strip: a micro-kernel keeps an `MR × NR` tile of `C` in 24 vector registers (per pair, two
+//! strip vectors and one broadcast word per row) and prefetches the next tile's destination.
+//! With more than `NC` columns a task packs its rows of `A` whole first (once, not once per block
+//! of columns); otherwise each block of `A` right before its tiles. A constant `B` can be packed
+//! once, when its plan is built ([`PackedPairs`]: prefill's weights), with an epilogue applied to
+//! each finished row part. Work is split across rayon tasks by column ranges when `A` is the
+//! smaller operand and by row ranges otherwise, as in [`super::gemm_kernel`].
 //!
 //! Unsafe: the kernel uses raw pointers and AVX-512 intrinsics. [`gemm_bf16`] checks, before any
 //! kernel runs, that every element reachable from the dimensions and strides lies inside the
@@ -26,15 +29,18 @@
 //! or distinct columns of the same rows). The kernels run only after `is_x86_feature_detected!`
 //! confirmed AVX-512F, AVX-512BW and AVX512_BF16.
 //!
-//! Invariants: each element of `C` is summed over the pairs in increasing order (two rounded
-//! f32 additions per pair, the even step's product first), so results do not depend on the thread
-//! count or the split. On CPUs without AVX512_BF16 (and off x86-64) [`gemm_bf16`] returns
+//! Invariants: each element of `C` is summed over the pairs in increasing order (each pair's two
+//! products added to the f32 sum by one `vdpbf16ps`), so results do not depend on the thread
+//! count, the split, or whether `B` was packed beforehand. On CPUs without AVX512_BF16 (and off x86-64) [`gemm_bf16`] returns
 //! `Ok(false)` and the caller computes the product in f32.
 #![allow(unsafe_code)]
 
+use super::bf16_pack::{pack_lines, pack_steps, round_pairs};
+use super::gemm_kernel::RowEpilogue;
 use super::matmul::MatRef;
 use crate::error::Result;
 use crate::interp::exec_error;
+use rayon::prelude::*;
 
 /// 16-lane vectors per row of a micro-kernel tile.
 const VECS: usize = 2;
@@ -80,40 +86,83 @@ pub(crate) fn gemm_bf16(
     accumulate: bool,
     threads: usize,
 ) -> Result<bool> {
+    if m > 0 && n > 0 && k > 0 && (k - 1) * b.rs + (n - 1) * b.cs >= b.data.len() {
+        return Err(shape_error("right operand too small", (m, n, k)));
+    }
+    multiply(
+        c,
+        ldc,
+        a,
+        Right::Operand(Operand::of(b)),
+        (m, n, k),
+        (accumulate, threads),
+        None,
+    )
+}
+
+/// `C = A · B` (`C += A · B` when `accumulate`) for `A [m, k]` at any strides and a constant `B`
+/// packed beforehand ([`PackedPairs`], which gives `k` and `n`), with row-major `C` (`ldc`), on up
+/// to `threads` rayon tasks. With an `epilogue`, each task, once its part of `C` is complete,
+/// calls it on each of its rows (`epilogue(i, j, values)`, the task's columns `j..` of row `i`).
+/// Returns `Ok(false)` without touching `C` when the CPU lacks AVX512_BF16.
+///
+/// Errors when a slice is too short for the dimensions or rows of `C` overlap.
+pub(crate) fn gemm_packed_pairs(
+    c: &mut [f32],
+    ldc: usize,
+    a: MatRef<'_>,
+    b: &PackedPairs,
+    m: usize,
+    (accumulate, threads): (bool, usize),
+    epilogue: Option<&RowEpilogue<'_>>,
+) -> Result<bool> {
+    let right = Right::Packed(aligned(&b.words).as_ptr());
+    multiply(c, ldc, a, right, (m, b.n, b.k), (accumulate, threads), epilogue)
+}
+
+/// Checks the destination and the left operand (the right one was checked by the caller, or by
+/// packing), then runs the product on up to `threads` tasks.
+fn multiply(
+    c: &mut [f32],
+    ldc: usize,
+    a: MatRef<'_>,
+    b: Right,
+    (m, n, k): (usize, usize, usize),
+    (accumulate, threads): (bool, usize),
+    epilogue: Option<&RowEpilogue<'_>>,
+) -> Result<bool> {
     if !available() {
         return Ok(false);
     }
     if m == 0 || n == 0 {
         return Ok(true);
     }
-    let bad = |what: &str| {
-        exec_error(
-            "matmul",
-            format!("cpu backend: bf16 gemm {what} for [{m},{k}]·[{k},{n}]"),
-        )
-    };
     if ldc < n || (m - 1) * ldc + n > c.len() {
-        return Err(bad("destination too small or rows overlapping"));
+        return Err(shape_error("destination too small or rows overlapping", (m, n, k)));
     }
     if k == 0 {
-        if !accumulate {
-            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
+            if !accumulate {
+                row[..n].fill(0.0);
+            }
+            if let Some(epilogue) = epilogue {
+                epilogue(i, 0, &mut row[..n]);
+            }
         }
         return Ok(true);
     }
     if (m - 1) * a.rs + (k - 1) * a.cs >= a.data.len() {
-        return Err(bad("left operand too small"));
-    }
-    if (k - 1) * b.rs + (n - 1) * b.cs >= b.data.len() {
-        return Err(bad("right operand too small"));
+        return Err(shape_error("left operand too small", (m, n, k)));
     }
     let product = Product {
         a: Operand::of(a),
-        b: Operand::of(b),
+        b,
+        n,
         c: CPtr(c.as_mut_ptr()),
         ldc,
         k,
         accumulate,
+        epilogue,
     };
     let tasks = if threads > 1 && m * n * k >= PAR_MIN_WORK {
         threads
@@ -148,6 +197,72 @@ pub(crate) fn gemm_bf16(
     Ok(true)
 }
 
+/// The error for a product whose operands do not fit its dimensions.
+fn shape_error(what: &str, (m, n, k): (usize, usize, usize)) -> crate::error::CoreError {
+    exec_error(
+        "matmul",
+        format!("cpu backend: bf16 gemm {what} for [{m},{k}]·[{k},{n}]"),
+    )
+}
+
+/// A constant right operand `B [k, n]` rounded and packed once, when its plan is built, into the
+/// strips the kernel reads: for each block of [`block_pairs`] pairs from `q0` (the last `kp` pairs
+/// or fewer), the strips of all `n` columns follow one another, strip `s` holding its `kp` rows of
+/// `NR` words at `q0·strips·NR + s·kp·NR` (columns past `n` zero).
+pub(crate) struct PackedPairs {
+    k: usize,
+    n: usize,
+    /// The strips, from the first 64-byte boundary (`LINE` spare words).
+    words: Vec<u32>,
+}
+
+impl PackedPairs {
+    /// Packs `B [k, n]` whose element (p, j) is `src[p·rs + j·cs]`, a block of pairs per rayon
+    /// task; `None` where the CPU lacks the kernel.
+    ///
+    /// Errors when `src` is too short for the dimensions, or a dimension is zero.
+    pub(crate) fn pack(src: &[f32], (rs, cs): (usize, usize), (k, n): (usize, usize)) -> Result<Option<PackedPairs>> {
+        if k == 0 || n == 0 || (k - 1) * rs + (n - 1) * cs >= src.len() {
+            return Err(exec_error(
+                "plan",
+                format!(
+                    "cpu backend: packing a [{k}, {n}] right operand from {} values",
+                    src.len()
+                ),
+            ));
+        }
+        if !available() {
+            return Ok(None);
+        }
+        let (pairs, per_block, strips) = (k.div_ceil(2), block_pairs(k), n.div_ceil(NR));
+        let mut words = vec![0u32; pairs * strips * NR + LINE];
+        aligned_mut(&mut words)[..pairs * strips * NR]
+            .par_chunks_mut(per_block * strips * NR)
+            .enumerate()
+            .for_each(|(block, part)| {
+                let q0 = block * per_block;
+                let kp = per_block.min(pairs - q0);
+                let mut gathered = vec![0.0; 2 * kp * NR];
+                let b = Operand {
+                    data: src.as_ptr(),
+                    rs,
+                    cs,
+                };
+                // SAFETY: every element of `B` lies inside `src` (checked above), `part` holds the
+                // block's strips, and the CPU has the kernel's features.
+                unsafe { pack_right(b, k, (q0, kp), (0, n), &mut gathered, part) };
+            });
+        Ok(Some(PackedPairs { k, n, words }))
+    }
+}
+
+/// Pairs per block of a `k`-step contraction: the fewest blocks of at most `KP` pairs, of equal
+/// size but the last (a 288-step contraction is one block of 144 pairs, not 128 and 16).
+fn block_pairs(k: usize) -> usize {
+    let pairs = k.div_ceil(2);
+    pairs.div_ceil(pairs.div_ceil(KP)).max(1)
+}
+
 /// An operand as raw parts: element (r, c) at `data + r·rs + c·cs`.
 #[derive(Clone, Copy)]
 struct Operand {
@@ -170,19 +285,31 @@ impl Operand {
 #[derive(Clone, Copy)]
 struct CPtr(*mut f32);
 
+/// Where the strips of the right operand come from.
+#[derive(Clone, Copy)]
+enum Right {
+    /// At any strides, rounded and packed block by block during the product.
+    Operand(Operand),
+    /// Packed beforehand: the words of a [`PackedPairs`] from its first 64-byte boundary.
+    Packed(*const u32),
+}
+
 /// One checked product, shared by its tasks.
-struct Product {
+struct Product<'a> {
     a: Operand,
-    b: Operand,
+    b: Right,
+    n: usize,
     c: CPtr,
     ldc: usize,
     k: usize,
     accumulate: bool,
+    epilogue: Option<&'a RowEpilogue<'a>>,
 }
 
-// SAFETY: the operands point into slices borrowed for the whole call and are only read; tasks
-// write pairwise disjoint elements of `C` (see `gemm_bf16`), whose slice outlives the scope.
-unsafe impl Sync for Product {}
+// SAFETY: the operands point into slices (or a packing) borrowed for the whole call and are only
+// read; tasks write pairwise disjoint elements of `C` (see `multiply`), whose slice outlives the
+// scope; the epilogue is `Sync`.
+unsafe impl Sync for Product<'_> {}
 
 /// A thread's buffers (kept between calls): f32 values gathered in packed order, and the packed
 /// words of `A` and of a block of `B` (each with 16 spare words for 64-byte alignment).
@@ -200,23 +327,22 @@ thread_local! {
 /// Words per 64-byte line.
 const LINE: usize = 16;
 
-/// The part of `words` from its first 64-byte boundary (`words` has `LINE` spare elements).
+/// The part of `words` from its first 64-byte boundary (`words` has `LINE` spare elements, or
+/// is empty).
+fn aligned(words: &[u32]) -> &[u32] {
+    &words[words.as_ptr().align_offset(64).min(LINE).min(words.len())..]
+}
+
+/// As [`aligned`], mutable.
 fn aligned_mut(words: &mut [u32]) -> &mut [u32] {
-    let skip = words.as_ptr().align_offset(64).min(LINE);
+    let skip = words.as_ptr().align_offset(64).min(LINE).min(words.len());
     &mut words[skip..]
 }
 
-impl Product {
+impl Product<'_> {
     /// Pairs in the contraction.
     fn pairs(&self) -> usize {
         self.k.div_ceil(2)
-    }
-
-    /// Pairs per block: the fewest blocks of at most `KP` pairs, of equal size but the last (a
-    /// 288-step contraction is one block of 144 pairs, not 128 and 16).
-    fn block_pairs(&self) -> usize {
-        let pairs = self.pairs();
-        pairs.div_ceil(pairs.div_ceil(KP))
     }
 
     /// Computes `C[rows, cols]`. With more than `NC` columns, `A` is packed whole first (once,
@@ -228,18 +354,25 @@ impl Product {
     /// features; no other task writes `C[rows, cols]` concurrently.
     unsafe fn run(&self, (i0, i1): (usize, usize), (j0, j1): (usize, usize)) {
         let mut buffers = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let (pairs, per_block) = (self.pairs(), self.block_pairs());
+        let (pairs, per_block) = (self.pairs(), block_pairs(self.k));
         let panels = (i1 - i0).div_ceil(MR);
-        let whole_left = j1 - j0 > NC;
+        // A packing is read where it lies: its columns need no blocking.
+        let column_block = match self.b {
+            Right::Operand(_) => NC,
+            Right::Packed(_) => j1 - j0,
+        };
+        let whole_left = j1 - j0 > column_block;
         let left_words = if whole_left {
             panels * MR * pairs
         } else {
             MC * per_block
         };
         buffers.a.resize(left_words + LINE, 0);
-        buffers
-            .b
-            .resize(per_block * NC.min(j1 - j0).div_ceil(NR) * NR + LINE, 0);
+        if let Right::Operand(_) = self.b {
+            buffers
+                .b
+                .resize(per_block * NC.min(j1 - j0).div_ceil(NR) * NR + LINE, 0);
+        }
         buffers.gathered.resize(2 * per_block * NR, 0.0);
         let Buffers { gathered, a, b } = &mut buffers;
         let a_words = aligned_mut(a);
@@ -251,12 +384,18 @@ impl Product {
             }
         }
         let b_words = aligned_mut(b);
-        for jc in (j0..j1).step_by(NC) {
-            let nc = NC.min(j1 - jc);
+        for jc in (j0..j1).step_by(column_block) {
+            let nc = column_block.min(j1 - jc);
             let strips = nc.div_ceil(NR);
             for q0 in (0..pairs).step_by(per_block) {
                 let kp = per_block.min(pairs - q0);
-                self.pack_right((q0, kp), (jc, nc), gathered, b_words);
+                let first_strip = match self.b {
+                    Right::Operand(b) => {
+                        pack_right(b, self.k, (q0, kp), (jc, nc), gathered, b_words);
+                        b_words.as_ptr()
+                    }
+                    Right::Packed(words) => words.add(q0 * self.n.div_ceil(NR) * NR + jc / NR * kp * NR),
+                };
                 let accumulate = self.accumulate || q0 > 0;
                 for r0 in (i0..i1).step_by(MC) {
                     let r1 = (r0 + MC).min(i1);
@@ -271,8 +410,16 @@ impl Product {
                     for s in 0..strips {
                         let j = jc + s * NR;
                         let tile_masks = masks(NR.min(jc + nc - j));
-                        let strip = b_words.as_ptr().add(s * kp * NR);
+                        let strip = first_strip.add(s * kp * NR);
                         for r in (r0..r1).step_by(MR) {
+                            // The destination of the tile after this one, fetched meanwhile.
+                            let next_c = if r + MR < r1 {
+                                self.c.0.wrapping_add((r + MR) * self.ldc + j)
+                            } else if s + 1 < strips {
+                                self.c.0.wrapping_add(r0 * self.ldc + j + NR)
+                            } else {
+                                std::ptr::null_mut()
+                            };
                             let tile = Tile {
                                 rows: MR.min(r1 - r),
                                 kp,
@@ -281,6 +428,7 @@ impl Product {
                                 ldc: self.ldc,
                                 masks: tile_masks,
                                 accumulate,
+                                next_c,
                             };
                             tile.run(strip);
                         }
@@ -289,6 +437,14 @@ impl Product {
             }
         }
         BUFFERS.with(|b| *b.borrow_mut() = buffers);
+        if let Some(epilogue) = self.epilogue {
+            for i in i0..i1 {
+                // SAFETY: the row part lies inside the checked destination and belongs to this
+                // task alone (see `multiply`); no other reference to it exists meanwhile.
+                let values = std::slice::from_raw_parts_mut(self.c.0.add(i * self.ldc + j0), j1 - j0);
+                epilogue(i, j0, values);
+            }
+        }
     }
 
     /// Packs pairs `q0..q0 + kp` of rows `r0..r1` of `A` into `words` as panels of `MR` rows:
@@ -331,124 +487,55 @@ impl Product {
             }
         }
     }
+}
 
-    /// Packs pairs `q0..q0 + kp` of columns `jc..jc + nc` of `B` into `words` as strips of `NR`
-    /// columns: strip `s` holds pair q's `NR` words at `s·kp·NR + q·NR` (columns past `nc` and the
-    /// step past an odd `k` zero).
-    ///
-    /// # Safety
-    /// The block lies inside the checked right operand; the kernel's features are available.
-    unsafe fn pack_right(
-        &self,
-        (q0, kp): (usize, usize),
-        (jc, nc): (usize, usize),
-        gathered: &mut [f32],
-        words: &mut [u32],
-    ) {
-        let (b, k) = (self.b, self.k);
-        let strips = nc.div_ceil(NR);
-        for s in 0..strips {
-            let (j, width) = (jc + s * NR, NR.min(nc - s * NR));
-            let strip = &mut words[s * kp * NR..(s + 1) * kp * NR];
-            if b.rs == 1 {
-                // Each column is a line over the steps: two groups of 16 columns.
-                for g in 0..VECS {
-                    let lines = width.saturating_sub(g * 16).min(16);
-                    let first = b.data.wrapping_add(2 * q0 + (j + g * 16) * b.cs);
-                    let to = strip.as_mut_ptr().add(g * 16);
-                    pack_lines(first, (b.cs, lines), 2 * kp, k - 2 * q0, (to, NR));
-                }
-            } else if b.cs == 1 {
-                // Each step's columns lie side by side.
-                for g in 0..VECS {
-                    let lines = width.saturating_sub(g * 16).min(16);
-                    let first = b.data.wrapping_add(2 * q0 * b.rs + j + g * 16);
-                    let to = strip.as_mut_ptr().add(g * 16);
-                    pack_steps(first, (b.rs, lines), (kp, k - 2 * q0), (to, NR));
-                }
-            } else {
-                let values = &mut gathered[..2 * kp * NR];
-                values.fill(0.0);
-                // Value (step p, column jj) goes to word (p/2)·NR + jj, half p % 2.
-                for jj in 0..width {
-                    let from = b.data.add(2 * q0 * b.rs + (j + jj) * b.cs);
-                    for p in 0..(2 * kp).min(k - 2 * q0) {
-                        values[((p / 2) * NR + jj) * 2 + p % 2] = *from.add(p * b.rs);
-                    }
-                }
-                round_pairs(values, strip);
+/// Packs pairs `q0..q0 + kp` of columns `jc..jc + nc` of `B` (a `k`-step contraction) into `words`
+/// as strips of `NR` columns: strip `s` holds pair q's `NR` words at `s·kp·NR + q·NR` (columns
+/// past `nc` and the step past an odd `k` zero).
+///
+/// # Safety
+/// The block lies inside `B`'s slice; the kernel's features are available.
+unsafe fn pack_right(
+    b: Operand,
+    k: usize,
+    (q0, kp): (usize, usize),
+    (jc, nc): (usize, usize),
+    gathered: &mut [f32],
+    words: &mut [u32],
+) {
+    let strips = nc.div_ceil(NR);
+    for s in 0..strips {
+        let (j, width) = (jc + s * NR, NR.min(nc - s * NR));
+        let strip = &mut words[s * kp * NR..(s + 1) * kp * NR];
+        if b.rs == 1 {
+            // Each column is a line over the steps: two groups of 16 columns.
+            for g in 0..VECS {
+                let lines = width.saturating_sub(g * 16).min(16);
+                let first = b.data.wrapping_add(2 * q0 + (j + g * 16) * b.cs);
+                let to = strip.as_mut_ptr().add(g * 16);
+                pack_lines(first, (b.cs, lines), 2 * kp, k - 2 * q0, (to, NR));
             }
+        } else if b.cs == 1 {
+            // Each step's columns lie side by side.
+            for g in 0..VECS {
+                let lines = width.saturating_sub(g * 16).min(16);
+                let first = b.data.wrapping_add(2 * q0 * b.rs + j + g * 16);
+                let to = strip.as_mut_ptr().add(g * 16);
+                pack_steps(first, (b.rs, lines), (kp, k - 2 * q0), (to, NR));
+            }
+        } else {
+            let values = &mut gathered[..2 * kp * NR];
+            values.fill(0.0);
+            // Value (step p, column jj) goes to word (p/2)·NR + jj, half p % 2.
+            for jj in 0..width {
+                let from = b.data.add(2 * q0 * b.rs + (j + jj) * b.cs);
+                for p in 0..(2 * kp).min(k - 2 * q0) {
+                    values[((p / 2) * NR + jj) * 2 + p % 2] = *from.add(p * b.rs);
+                }
+            }
+            round_pairs(values, strip);
         }
     }
-}
-
-/// Packs `lines ≤ 16` lines contiguous over the steps (line l's step p at `first + l·line_stride
-/// + p`, `remaining` steps left in the operand) into the words of `steps / 2` pairs: pair q's
-/// word for line l at `to + q·pair_stride + l`, `min(16, pair_stride)` words a pair (lines past
-/// `lines` and steps past `remaining` zero).
-///
-/// # Safety
-/// Every step below `min(steps, remaining)` of every line lies inside the checked operand; `to`
-/// has room for the words; the kernel's features are available.
-unsafe fn pack_lines(
-    first: *const f32,
-    (line_stride, lines): (usize, usize),
-    steps: usize,
-    remaining: usize,
-    (to, pair_stride): (*mut u32, usize),
-) {
-    #[cfg(target_arch = "x86_64")]
-    for p0 in (0..steps).step_by(32) {
-        let valid = 32.min(steps - p0).min(remaining.saturating_sub(p0));
-        let pairs = 16.min((steps - p0) / 2);
-        x86::pack_lines_16(
-            first.wrapping_add(p0),
-            (line_stride, lines),
-            valid,
-            (to.add(p0 / 2 * pair_stride), pair_stride, pairs),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (first, line_stride, lines, steps, remaining, to, pair_stride);
-}
-
-/// Packs `pairs` pairs of steps whose `lines ≤ 16` values lie side by side (step p's line l at
-/// `first + p·step_stride + l`, `remaining` steps left in the operand): pair q's word for line l
-/// at `to + q·pair_stride + l`, `min(16, pair_stride)` words a pair (lines past `lines` and steps
-/// past `remaining` zero).
-///
-/// # Safety
-/// As [`pack_lines`].
-unsafe fn pack_steps(
-    first: *const f32,
-    (step_stride, lines): (usize, usize),
-    (pairs, remaining): (usize, usize),
-    (to, pair_stride): (*mut u32, usize),
-) {
-    #[cfg(target_arch = "x86_64")]
-    for q in 0..pairs {
-        let even = first.wrapping_add(2 * q * step_stride);
-        let odd = if 2 * q + 1 < remaining {
-            Some(even.wrapping_add(step_stride))
-        } else {
-            None
-        };
-        x86::pack_pair(even, odd, lines, to.add(q * pair_stride), 16.min(pair_stride));
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (first, step_stride, lines, pairs, remaining, to, pair_stride);
-}
-
-/// Rounds `values` (two per word, in packed order) to bfloat16 pairs: word w holds value `2w` in
-/// its low half and `2w + 1` in its high half (`values.len() == 2 · words.len()`).
-///
-/// # Safety
-/// AVX-512F and AVX512_BF16 are available.
-unsafe fn round_pairs(values: &[f32], words: &mut [u32]) {
-    #[cfg(target_arch = "x86_64")]
-    x86::round_pairs(values, words);
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (values, words);
 }
 
 /// Lane masks of the `VECS` vectors of a strip `nr` columns wide (`1 ≤ nr ≤ NR`).
@@ -474,6 +561,10 @@ struct Tile {
     ldc: usize,
     masks: [u16; VECS],
     accumulate: bool,
+    /// When not null: the next tile's destination (`MR` rows `ldc` apart), prefetched during the
+    /// first `2·MR` pairs, one cache line a pair (never read here): most of a wide product's
+    /// time otherwise goes to fetching destination lines it is about to overwrite.
+    next_c: *mut f32,
 }
 
 impl Tile {
@@ -505,158 +596,10 @@ mod x86 {
     use super::{Tile, MR, NR, VECS};
     use std::arch::x86_64::*;
 
-    /// See [`super::round_pairs`].
-    ///
-    /// # Safety
-    /// AVX-512F and AVX512_BF16 are available; `values.len() == 2 · words.len()`.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn round_pairs(values: &[f32], words: &mut [u32]) {
-        for (from, to) in values.chunks(32).zip(words.chunks_mut(16)) {
-            // A short last chunk: masked loads and store (`from.len() == 2 · to.len()`).
-            let lanes = |first: usize| {
-                let count = from.len().saturating_sub(first).min(16);
-                if count == 16 {
-                    u16::MAX
-                } else {
-                    (1u16 << count) - 1
-                }
-            };
-            let low = _mm512_maskz_loadu_ps(lanes(0), from.as_ptr());
-            let high = _mm512_maskz_loadu_ps(lanes(16), from.as_ptr().wrapping_add(16));
-            // Values 0..16 become the low 16 bfloat16 halves, in memory order.
-            let rounded = as_words(_mm512_cvtne2ps_pbh(high, low));
-            let count = to.len();
-            let mask = if count == 16 { u16::MAX } else { (1u16 << count) - 1 };
-            _mm512_mask_storeu_epi32(to.as_mut_ptr().cast(), mask, rounded);
-        }
-    }
-
-    /// The 32 bfloat16 halves of `v` as 16 words (same 64 bytes).
-    fn as_words(v: __m512bh) -> __m512i {
-        // SAFETY: both are plain 64-byte vectors; every bit pattern is valid for either.
-        unsafe { std::mem::transmute::<__m512bh, __m512i>(v) }
-    }
-
     /// 16 words as the 32 bfloat16 halves `vdpbf16ps` multiplies (same 64 bytes).
     fn as_pairs(v: __m512i) -> __m512bh {
         // SAFETY: as in `as_words`.
         unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
-    }
-
-    /// Lane mask of the first `count ≤ 16` lanes.
-    fn first_lanes(count: usize) -> u16 {
-        if count >= 16 {
-            u16::MAX
-        } else {
-            (1u16 << count) - 1
-        }
-    }
-
-    /// Rounds `high` and `low` to bfloat16 and interleaves them: word i holds `low[i]` in its low
-    /// half and `high[i]` in its high half.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn interleave(high: __m512, low: __m512) -> __m512i {
-        // cvtne2ps puts `low`'s 16 halves first, then `high`'s; word i takes halves i and 16 + i.
-        const ORDER: [u16; 32] = {
-            let mut order = [0u16; 32];
-            let mut i = 0;
-            while i < 16 {
-                order[2 * i] = i as u16;
-                order[2 * i + 1] = 16 + i as u16;
-                i += 1;
-            }
-            order
-        };
-        let halves = as_words(_mm512_cvtne2ps_pbh(high, low));
-        _mm512_permutexvar_epi16(_mm512_loadu_si512(ORDER.as_ptr().cast()), halves)
-    }
-
-    /// One pair of steps of `lines` side-by-side values: `even` and `odd` (none past `k`) rounded
-    /// into `width ≤ 16` words at `to`.
-    ///
-    /// # Safety
-    /// `lines` values at `even` (and `odd`) lie inside the operand; `to` has `width` words.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn pack_pair(
-        even: *const f32,
-        odd: Option<*const f32>,
-        lines: usize,
-        to: *mut u32,
-        width: usize,
-    ) {
-        let mask = first_lanes(lines);
-        let low = _mm512_maskz_loadu_ps(mask, even);
-        let high = odd.map_or(_mm512_setzero_ps(), |odd| _mm512_maskz_loadu_ps(mask, odd));
-        _mm512_mask_storeu_epi32(to.cast(), first_lanes(width), interleave(high, low));
-    }
-
-    /// Up to 16 lines of `valid ≤ 32` steps each (line l at `first + l·line_stride`), rounded into
-    /// pairs and transposed: pair q's 16 words (one a line, zero past `lines`) at
-    /// `to + q·pair_stride`, `min(16, pair_stride)` of them, for q < `pairs`.
-    ///
-    /// # Safety
-    /// `valid` values of each of the `lines` lines lie inside the operand; `to` has room.
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub(super) unsafe fn pack_lines_16(
-        first: *const f32,
-        (line_stride, lines): (usize, usize),
-        valid: usize,
-        (to, pair_stride, pairs): (*mut u32, usize, usize),
-    ) {
-        let (low_mask, high_mask) = (first_lanes(valid), first_lanes(valid.saturating_sub(16)));
-        let rows: [__m512i; 16] = std::array::from_fn(|l| {
-            if l < lines {
-                let line = first.wrapping_add(l * line_stride);
-                let low = _mm512_maskz_loadu_ps(low_mask, line);
-                let high = _mm512_maskz_loadu_ps(high_mask, line.wrapping_add(16));
-                // In memory order, word w holds steps 2w and 2w + 1.
-                as_words(_mm512_cvtne2ps_pbh(high, low))
-            } else {
-                _mm512_setzero_si512()
-            }
-        });
-        let columns = transpose_16(rows);
-        let store = first_lanes(pair_stride);
-        for (q, column) in columns.iter().enumerate().take(pairs) {
-            _mm512_mask_storeu_epi32(to.add(q * pair_stride).cast(), store, *column);
-        }
-    }
-
-    /// The transpose of a 16 × 16 matrix of 32-bit words (`rows[r]` lane c → `out[c]` lane r).
-    #[target_feature(enable = "avx512f")]
-    fn transpose_16(r: [__m512i; 16]) -> [__m512i; 16] {
-        // Within each 128-bit lane L: `a` pairs rows two by two, `b[4g + c]` then holds rows
-        // 4g..4g + 4 of column 4L + c.
-        let a: [__m512i; 16] = std::array::from_fn(|i| {
-            let (x, y) = (r[i & !1], r[i | 1]);
-            if i % 2 == 0 {
-                _mm512_unpacklo_epi32(x, y)
-            } else {
-                _mm512_unpackhi_epi32(x, y)
-            }
-        });
-        let b: [__m512i; 16] = std::array::from_fn(|i| {
-            let (g, c) = (i / 4, i % 4);
-            let (x, y) = (a[4 * g + c / 2], a[4 * g + 2 + c / 2]);
-            if c % 2 == 0 {
-                _mm512_unpacklo_epi64(x, y)
-            } else {
-                _mm512_unpackhi_epi64(x, y)
-            }
-        });
-        // Column 4L + c gathers lane L of b[c], b[4 + c], b[8 + c], b[12 + c].
-        let mut out = [_mm512_setzero_si512(); 16];
-        for c in 0..4 {
-            let e01 = _mm512_shuffle_i32x4::<0x44>(b[c], b[4 + c]);
-            let e23 = _mm512_shuffle_i32x4::<0xEE>(b[c], b[4 + c]);
-            let f01 = _mm512_shuffle_i32x4::<0x44>(b[8 + c], b[12 + c]);
-            let f23 = _mm512_shuffle_i32x4::<0xEE>(b[8 + c], b[12 + c]);
-            out[c] = _mm512_shuffle_i32x4::<0x88>(e01, f01);
-            out[4 + c] = _mm512_shuffle_i32x4::<0xDD>(e01, f01);
-            out[8 + c] = _mm512_shuffle_i32x4::<0x88>(e23, f23);
-            out[12 + c] = _mm512_shuffle_i32x4::<0xDD>(e23, f23);
-        }
-        out
     }
 
     /// The micro-kernel for `R` rows over one packed strip.
@@ -676,6 +619,11 @@ mod x86 {
             }
         }
         for q in 0..t.kp {
+            if !t.next_c.is_null() && q < 2 * MR {
+                // Prefetching never faults, whatever the address.
+                let line = t.next_c.wrapping_add((q / 2) * t.ldc + (q % 2) * 16);
+                _mm_prefetch::<_MM_HINT_T0>(line.cast_const().cast());
+            }
             let row = strip.add(q * NR);
             let b: [__m512bh; VECS] = std::array::from_fn(|v| as_pairs(_mm512_load_si512(row.add(v * 16).cast())));
             for (i, acc_row) in acc.iter_mut().enumerate() {

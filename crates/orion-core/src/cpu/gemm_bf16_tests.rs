@@ -234,3 +234,50 @@ fn bad_operands_are_refused_and_empty_contractions_handled() {
     assert!(gemm_bf16(&mut c, 8, a, a, (8, 8, 0), false, 1).expect("empty"));
     assert_eq!(c, vec![0.0; 64]);
 }
+
+/// A right operand packed beforehand gives the same bits as the same operand packed during the
+/// product (several blocks of pairs, more than `NC` columns, both splits), and the epilogue sees
+/// every finished row part once.
+#[test]
+fn packed_operands_give_the_same_bits_and_run_the_epilogue() {
+    if !available() {
+        assert!(PackedPairs::pack(&[1.0; 4], (2, 1), (2, 2)).expect("fits").is_none());
+        return;
+    }
+    for (m, n, k) in [(9, 1100, 600), (300, 64, 77), (1, 3, 1)] {
+        let a_store = values(m * k, 21);
+        let b_store = values(k * n, 22);
+        let a = MatRef {
+            data: &a_store,
+            rs: k,
+            cs: 1,
+        };
+        let b = MatRef {
+            data: &b_store,
+            rs: 1,
+            cs: k,
+        };
+        let packed = PackedPairs::pack(&b_store, (1, k), (k, n))
+            .expect("fits")
+            .expect("available");
+        for threads in [1, 2] {
+            let plain = product(&vec![0.0; m * n], n, a, b, (m, n, k), false, threads).expect("available");
+            let mut out = vec![0.0; m * n];
+            let seen = std::sync::Mutex::new(vec![0usize; m * n]);
+            let epilogue = |i: usize, j: usize, row: &mut [f32]| {
+                let mut seen = seen.lock().unwrap();
+                for (jj, v) in row.iter_mut().enumerate() {
+                    seen[i * n + j + jj] += 1;
+                    *v = -*v;
+                }
+            };
+            assert!(gemm_packed_pairs(&mut out, n, a, &packed, m, (false, threads), Some(&epilogue)).unwrap());
+            assert!(
+                out.iter().zip(&plain).all(|(x, y)| x.to_bits() == (-y).to_bits()),
+                "[{m},{k}]·[{k},{n}] on {threads}"
+            );
+            assert!(seen.into_inner().unwrap().iter().all(|&count| count == 1));
+        }
+    }
+    assert!(PackedPairs::pack(&[1.0; 4], (2, 1), (3, 2)).is_err());
+}

@@ -40,7 +40,9 @@
 //! weights and uses the `gemm` crate.
 #![allow(unsafe_code)]
 
+use super::gemm_bf16::{gemm_packed_pairs, PackedPairs};
 use super::gemv::widen_halves;
+use super::matmul::MatRef;
 use crate::error::Result;
 use crate::interp::exec_error;
 use half::f16;
@@ -178,11 +180,18 @@ pub(crate) fn gemm_packed(
     epilogue: Option<&RowEpilogue<'_>>,
 ) -> Result<bool> {
     let (k, n) = (b.k, b.n);
+    let values = match &b.strips {
+        Strips::F32(values) => values,
+        Strips::Bf16(pairs) => {
+            let a = MatRef { data: a, rs, cs };
+            return gemm_packed_pairs(c, ldc, a, pairs, m, (accumulate, threads), epilogue);
+        }
+    };
     multiply(
         c,
         ldc,
         Left { a, rs, cs },
-        (Right::Packed(b), epilogue),
+        (Right::Packed(values, n), epilogue),
         (m, n, k),
         accumulate,
         threads,
@@ -292,12 +301,20 @@ fn multiply(
 /// weight, packed when its plan is built, so products with it pack only their left operand).
 /// For each block of `KC` contraction steps from `p0` (the last block `kc ≤ KC` steps), the
 /// strips of `NR` columns follow one another, strip `s` holding its `kc` rows of `NR` values
-/// (columns past `n` zero) at `p0·strips·NR + s·kc·NR` from the first 64-byte boundary.
+/// (columns past `n` zero) at `p0·strips·NR + s·kc·NR` from the first 64-byte boundary. Or, for
+/// [`ProductPrecision::Bf16`](super::ProductPrecision), rounded to bfloat16 pairs in the strips of
+/// [`super::gemm_bf16`] ([`PackedPairs`]), which that kernel multiplies instead.
 pub(crate) struct PackedRight {
     k: usize,
     n: usize,
-    /// The strips, from the first 64-byte boundary (`LINE` spare elements).
-    values: Vec<f32>,
+    strips: Strips,
+}
+
+/// The strips of a [`PackedRight`].
+enum Strips {
+    /// f32 values from the first 64-byte boundary (`LINE` spare elements).
+    F32(Vec<f32>),
+    Bf16(PackedPairs),
 }
 
 impl std::fmt::Debug for PackedRight {
@@ -336,25 +353,42 @@ impl PackedRight {
                     }
                 });
         }
-        Ok(PackedRight { k, n, values })
+        Ok(PackedRight {
+            k,
+            n,
+            strips: Strips::F32(values),
+        })
+    }
+
+    /// As [`PackedRight::pack`], rounded to bfloat16 pairs for [`super::gemm_bf16`] where the CPU
+    /// has that kernel (in f32 strips otherwise).
+    pub(crate) fn pack_bf16(src: &[f32], strides: (usize, usize), (k, n): (usize, usize)) -> Result<PackedRight> {
+        match PackedPairs::pack(src, strides, (k, n))? {
+            Some(pairs) => Ok(PackedRight {
+                k,
+                n,
+                strips: Strips::Bf16(pairs),
+            }),
+            None => PackedRight::pack(src, strides, (k, n)),
+        }
     }
 
     /// The operand's `(k, n)`.
     pub(crate) fn dims(&self) -> (usize, usize) {
         (self.k, self.n)
     }
+}
 
-    /// The first strip of the block at `p0` that holds column `j` (`p0 < k` a multiple of `KC`,
-    /// `j < n` a multiple of `NR`).
-    ///
-    /// # Safety
-    /// `p0` and `j` are as stated, so the offset lies inside `values`.
-    unsafe fn strips_from(&self, p0: usize, j: usize) -> *const f32 {
-        let kc = KC.min(self.k - p0);
-        aligned(&self.values)
-            .as_ptr()
-            .add(p0 * self.n.div_ceil(NR) * NR + (j / NR) * kc * NR)
-    }
+/// The first strip of the block at `p0` that holds column `j` in the f32 strips `values` of a
+/// `[k, n]` [`PackedRight`] (`p0 < k` a multiple of `KC`, `j < n` a multiple of `NR`).
+///
+/// # Safety
+/// `p0` and `j` are as stated, so the offset lies inside `values`.
+unsafe fn strips_from(values: &[f32], (k, n): (usize, usize), p0: usize, j: usize) -> *const f32 {
+    let kc = KC.min(k - p0);
+    aligned(values)
+        .as_ptr()
+        .add(p0 * n.div_ceil(NR) * NR + (j / NR) * kc * NR)
 }
 
 /// The destination pointer, shared by tasks that write disjoint elements.
@@ -370,8 +404,8 @@ unsafe impl Sync for CPtr {}
 enum Right<'a> {
     /// Row-major rows `ldb` apart, packed block by block during the product.
     Rows(RightRows<'a>, usize),
-    /// Packed beforehand.
-    Packed(&'a PackedRight),
+    /// Packed beforehand: the f32 strips of a [`PackedRight`] with `n` columns.
+    Packed(&'a [f32], usize),
 }
 
 /// One checked product, as raw parts shared by its tasks.
@@ -422,7 +456,7 @@ impl Product<'_> {
         // of `A` is then packed once per contraction block.
         let column_block = match self.b {
             Right::Rows(..) => NC,
-            Right::Packed(_) => (j1 - j0).max(1),
+            Right::Packed(..) => (j1 - j0).max(1),
         };
         for jc in (j0..j1).step_by(column_block) {
             let nc = column_block.min(j1 - jc);
@@ -433,7 +467,7 @@ impl Product<'_> {
                         pack_right(rows, ldb, (p0, kc), (jc, nc), aligned_mut(&mut packed.b));
                         aligned(&packed.b).as_ptr()
                     }
-                    Right::Packed(b) => b.strips_from(p0, jc),
+                    Right::Packed(values, n) => strips_from(values, (self.k, n), p0, jc),
                 };
                 let accumulate = self.accumulate || p0 > 0;
                 for r0 in (i0..i1).step_by(MC) {
@@ -449,7 +483,7 @@ impl Product<'_> {
                         // While the first panel runs over a packed strip, the next strip in memory
                         // is fetched into cache (the hardware prefetcher stops at page edges).
                         let mut next = match self.b {
-                            Right::Packed(_) => strip.wrapping_add(kc * NR),
+                            Right::Packed(..) => strip.wrapping_add(kc * NR),
                             Right::Rows(..) => std::ptr::null(),
                         };
                         for (panel, r) in aligned(&packed.a).chunks_exact(KC * MR).zip((r0..r1).step_by(MR)) {

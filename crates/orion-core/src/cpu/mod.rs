@@ -10,12 +10,13 @@
 //! (kernel choice per step), `exec` (running steps), `hot_workers` (the pool's other workers kept awake during a
 //! run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the
 //! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemm_bf16`
-//! (the bfloat16-product GEMM of `ProductPrecision::Bf16`, AVX512_BF16), `gemv`
+//! (the bfloat16-product GEMM of `ProductPrecision::Bf16`, AVX512_BF16) with `bf16_pack` (its operands
+//! rounded and packed in pairs), `gemv`
 //! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `gemv_rows` (the same for a short
 //! prompt's few rows at once, reading the weights in place), `vmath` (vectorised `exp`, `tanh`,
 //! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
 //! `reduce`, `layout`, `strided`; `storage` holds buffers and views; `weight_forms` the derived
-//! (transposed, half) weights; `huge_pages` the opt-in huge-page backing of decode weights. `matmul`, `gemm_kernel`, `gemm_bf16`, `gemv`, `vmath` and `huge_pages` are the
+//! (transposed, half) weights; `huge_pages` the opt-in huge-page backing of decode weights. `matmul`, `gemm_kernel`, `gemm_bf16`, `bf16_pack`, `gemv`, `vmath` and `huge_pages` are the
 //! crate's unsafe modules (the `gemm` call; SIMD intrinsics behind run-time feature checks; one
 //! `madvise`), each unsafe block with its safety argument.
 //!
@@ -33,6 +34,7 @@
 
 mod attention;
 mod attention_backward;
+mod bf16_pack;
 mod elementwise;
 mod epilogue;
 mod exec;

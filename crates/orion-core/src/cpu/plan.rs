@@ -106,6 +106,9 @@ pub struct PlanSummary {
     /// Of those, f32 constants stored packed for the AVX-512 kernel (where the CPU has it): the
     /// products reading them pack only their left operand.
     pub packed_weights: usize,
+    /// Of those, the ones packed as bfloat16 pairs (`ProductPrecision::Bf16`): every product
+    /// reading them runs on the bfloat16 kernel.
+    pub bf16_packed_weights: usize,
     /// Arena slots and their total size in bytes.
     pub slots: usize,
     pub arena_bytes: usize,
@@ -185,7 +188,7 @@ impl Plan {
             consts,
             pending,
             mut summary,
-        } = walk(g, weights)?;
+        } = walk(g, weights, products)?;
         let slot_of = assign_slots(g, &pending, &root, &home);
         let loc = |v: ValueId| -> Result<Operand> { locate(g, v, (&root, &home), &slot_of.value_slot) };
         let weight_loc = |v: ValueId| -> Result<Operand> {
@@ -288,7 +291,7 @@ struct Walk {
 }
 
 /// Walks the nodes in order, giving every value a home and every materialised node a step.
-fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
+fn walk(g: &Graph, weights: WeightFormat, products: ProductPrecision) -> Result<Walk> {
     let fusion = plan_fusion(g);
     let mut scores = plan_scores_softmax(g, &fusion);
     let mut backward = plan_attention_backward(g, &fusion);
@@ -296,6 +299,12 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
     let store_transposed = transposed_weight_values(g, &half_ok);
     // Transposed f32 weights are packed for the AVX-512 kernel where the CPU has it.
     let pack = super::gemm_kernel::available();
+    // With bfloat16 products they are packed as bfloat16 pairs, where the CPU has that kernel.
+    let packed_form = if products == ProductPrecision::Bf16 && super::gemm_bf16::available() {
+        Form::PackedTransposedBf16
+    } else {
+        Form::PackedTransposed
+    };
     let packed: Vec<bool> = (0..g.values().len())
         .map(|v| pack && store_transposed[v] && half_ok[v] == HalfUse::No)
         .collect();
@@ -346,7 +355,10 @@ fn walk(g: &Graph, weights: WeightFormat) -> Result<Walk> {
                 }
                 HalfUse::No if transposed && pack => {
                     w.summary.packed_weights += 1;
-                    w.consts.push(stored(Form::PackedTransposed)?);
+                    if packed_form == Form::PackedTransposedBf16 {
+                        w.summary.bf16_packed_weights += 1;
+                    }
+                    w.consts.push(stored(packed_form)?);
                 }
                 HalfUse::No if transposed => w.consts.push(stored(Form::Transposed)?),
                 HalfUse::No => w.consts.push(ConstData::Tensor(Arc::clone(value))),

@@ -32,6 +32,9 @@ pub(crate) enum Form {
     /// The transpose `[cols, rows]` as the right operand of a product, in the AVX-512 kernel's
     /// strips ([`PackedRight`]), f32.
     PackedTransposed,
+    /// As `PackedTransposed`, rounded to bfloat16 pairs for the kernel of `ProductPrecision::Bf16`
+    /// (where the CPU has it).
+    PackedTransposedBf16,
 }
 
 /// A derived weight, shared.
@@ -137,6 +140,10 @@ fn make(value: &Tensor, form: Form) -> Result<Derived> {
             // Element (p, j) of the transpose is `data[j·cols + p]`.
             let (rows, cols) = matrix()?;
             Derived::Packed(Arc::new(PackedRight::pack(data, (1, cols), (cols, rows))?))
+        }
+        Form::PackedTransposedBf16 => {
+            let (rows, cols) = matrix()?;
+            Derived::Packed(Arc::new(PackedRight::pack_bf16(data, (1, cols), (cols, rows))?))
         }
         Form::Transposed => {
             let (rows, cols) = matrix()?;
