@@ -167,8 +167,6 @@ def measurements(args):
             items.append(("runc_file_110m", lambda: run_c(args, "runc_file_110m")))
     if args.huge_pages:
         items = with_huge_page_decodes(args, items)
-    if args.bf16:
-        items = with_bf16_products(args, items)
     if not args.skip_torch:
         threads = ["--threads", str(args.threads)]
         for dtype in ["float32", "bfloat16", "float16"]:
@@ -183,6 +181,8 @@ def measurements(args):
         items.append(("torch_train_110m", lambda: torch_peer(
             args, "torch_train_110m", ["train", "--shape", "stories110M", "--iterations", "2", *threads],
             [("torch Stories110M training tok/s", "tok_s")])))
+    if args.bf16:
+        items = with_bf16_products(args, items)
     return items
 
 
@@ -274,7 +274,8 @@ def main():
         json.dump(samples, f, indent=1)
     print("| figure | median | best | rounds |\n|---|---|---|---|")
     for label, values in samples.items():
-        best = min(values) if label.endswith(" ms") else max(values)
+        # Times are best when lowest, rates when highest (a label's unit precedes any "(...)").
+        best = min(values) if re.sub(r" \([^()]*\)$", "", label).endswith(" ms") else max(values)
         print(f"| {label} | {statistics.median(values):.1f} | {best:.1f} | {len(values)} |")
     print_stream_shares(samples)
     print_run_c_pairs(samples)

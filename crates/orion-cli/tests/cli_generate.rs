@@ -189,3 +189,38 @@ fn bad_requests_fail_clearly() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// `--products bf16` generates (a prompt long enough for the packed, bfloat16 prefill products);
+/// an unknown precision is refused before anything runs.
+#[test]
+fn bf16_products_generate_and_unknown_precisions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = orion_models::ModelConfig::builtin("stories260K").unwrap();
+    let model = orion_models::Model::random(config, 5).unwrap();
+    let weights = dir.path().join("model.safetensors");
+    orion_models::weights::export::export_safetensors(&model, &weights).unwrap();
+    let tokenizer = fixtures().join("tokenizer/llama_bpe.model");
+    let prompt = "Once upon a time there was a little girl who lived in a small house";
+    let run = |products: &str| {
+        orion(&[
+            "generate",
+            "--weights",
+            weights.to_str().unwrap(),
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--prompt",
+            prompt,
+            "--max-tokens",
+            "5",
+            "--products",
+            products,
+        ])
+    };
+    let bf16 = run("bf16");
+    assert!(bf16.status.success(), "{}", String::from_utf8_lossy(&bf16.stderr));
+    assert!(String::from_utf8_lossy(&bf16.stdout).starts_with(prompt));
+    let refused = run("fp8");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("fp8"));
+    assert!(refused.stdout.is_empty());
+}

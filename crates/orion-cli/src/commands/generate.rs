@@ -15,6 +15,7 @@
 
 use super::device::ane_device;
 use super::npy::{self, NpyDType};
+use super::train::ProductsChoice;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use orion_ane::backend::AneBackend;
@@ -79,6 +80,10 @@ pub struct GenerateArgs {
     /// decode, about a second more before the first token for a 110M model.
     #[arg(long)]
     huge_pages: bool,
+    /// CPU: the arithmetic of the prompt's products (prefill); `bf16` rounds their operands to
+    /// bfloat16 (AVX512_BF16: about twice the multiply-add rate). Decode's products stay f32.
+    #[arg(long, value_enum, default_value_t = ProductsChoice::F32)]
+    products: ProductsChoice,
 }
 
 #[derive(Args, Debug)]
@@ -169,6 +174,7 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     };
     let cpu = CpuBackend::new(CpuOptions {
         huge_pages: args.huge_pages,
+        products: args.products.precision(),
         ..CpuOptions::default()
     });
     let mut stream = Utf8Stream::default();
