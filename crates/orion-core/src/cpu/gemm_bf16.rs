@@ -37,6 +37,7 @@
 
 use super::bf16_pack::{pack_lines, pack_steps, round_pairs};
 use super::gemm_kernel::RowEpilogue;
+use super::gemm_shared::{lane_masks, split_destination};
 use super::matmul::MatRef;
 use crate::error::Result;
 use crate::interp::exec_error;
@@ -169,31 +170,11 @@ fn multiply(
     } else {
         1
     };
-    let strips = n.div_ceil(NR);
-    if tasks == 1 {
-        // SAFETY: the bounds of the whole product were checked above; this one call covers it.
-        unsafe { product.run((0, m), (0, n)) };
-    } else if m < n && strips >= tasks {
-        let per_task = strips.div_ceil(tasks) * NR;
-        rayon::scope(|s| {
-            for t in 0..tasks {
-                let (j0, j1) = ((t * per_task).min(n), ((t + 1) * per_task).min(n));
-                let p = &product;
-                // SAFETY: bounds checked above; tasks cover disjoint column ranges [j0, j1) of C.
-                s.spawn(move |_| unsafe { p.run((0, m), (j0, j1)) });
-            }
-        });
-    } else {
-        let per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
-        rayon::scope(|s| {
-            for t in 0..tasks {
-                let (i0, i1) = ((t * per_task).min(m), ((t + 1) * per_task).min(m));
-                let p = &product;
-                // SAFETY: bounds checked above; tasks cover disjoint row ranges [i0, i1) of C.
-                s.spawn(move |_| unsafe { p.run((i0, i1), (0, n)) });
-            }
-        });
-    }
+    // SAFETY: the bounds of the whole product were checked above; the parts are disjoint (see
+    // `split_destination`), so no two tasks write one element of C.
+    split_destination((m, n), tasks, (MR, NR), |rows, columns| unsafe {
+        product.run(rows, columns)
+    });
     Ok(true)
 }
 
@@ -409,7 +390,7 @@ impl Product<'_> {
                     };
                     for s in 0..strips {
                         let j = jc + s * NR;
-                        let tile_masks = masks(NR.min(jc + nc - j));
+                        let tile_masks = lane_masks::<VECS>(NR.min(jc + nc - j));
                         let strip = first_strip.add(s * kp * NR);
                         for r in (r0..r1).step_by(MR) {
                             // The destination of the tile after this one, fetched meanwhile.
@@ -536,18 +517,6 @@ unsafe fn pack_right(
             round_pairs(values, strip);
         }
     }
-}
-
-/// Lane masks of the `VECS` vectors of a strip `nr` columns wide (`1 ≤ nr ≤ NR`).
-fn masks(nr: usize) -> [u16; VECS] {
-    std::array::from_fn(|v| {
-        let lanes = nr.saturating_sub(v * 16);
-        if lanes >= 16 {
-            u16::MAX
-        } else {
-            (1u16 << lanes) - 1
-        }
-    })
 }
 
 /// One micro-kernel call: `rows ≤ MR` rows and one strip of `C`, over `kp` pairs.

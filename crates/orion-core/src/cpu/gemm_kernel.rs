@@ -41,6 +41,7 @@
 #![allow(unsafe_code)]
 
 use super::gemm_bf16::{gemm_packed_pairs, PackedPairs};
+use super::gemm_shared::{lane_masks, split_destination};
 use super::gemv::widen_halves;
 use super::matmul::MatRef;
 use crate::error::Result;
@@ -266,34 +267,11 @@ fn multiply(
         accumulate,
         epilogue,
     };
-    let strips = n.div_ceil(NR);
-    // Split the dimension whose duplicated operand is smaller: by column strips every task reads
-    // all of A, by row blocks every task reads all of B.
-    let by_columns = m < n && strips >= tasks;
-    if tasks == 1 {
-        // SAFETY: the bounds were checked above for the whole product; this one call covers it.
-        unsafe { product.run((0, m), (0, n)) };
-    } else if by_columns {
-        let per_task = strips.div_ceil(tasks) * NR;
-        rayon::scope(|s| {
-            for t in 0..tasks {
-                let (j0, j1) = ((t * per_task).min(n), ((t + 1) * per_task).min(n));
-                let p = &product;
-                // SAFETY: bounds checked above; tasks cover disjoint column ranges [j0, j1) of C.
-                s.spawn(move |_| unsafe { p.run((0, m), (j0, j1)) });
-            }
-        });
-    } else {
-        let per_task = m.div_ceil(tasks).div_ceil(MR) * MR;
-        rayon::scope(|s| {
-            for t in 0..tasks {
-                let (i0, i1) = ((t * per_task).min(m), ((t + 1) * per_task).min(m));
-                let p = &product;
-                // SAFETY: bounds checked above; tasks cover disjoint row ranges [i0, i1) of C.
-                s.spawn(move |_| unsafe { p.run((i0, i1), (0, n)) });
-            }
-        });
-    }
+    // SAFETY: the bounds of the whole product were checked above; the parts are disjoint (see
+    // `split_destination`), so no two tasks write one element of C.
+    split_destination((m, n), tasks, (MR, NR), |rows, columns| unsafe {
+        product.run(rows, columns)
+    });
     Ok(true)
 }
 
@@ -501,7 +479,7 @@ impl Product<'_> {
                                 a: panel.as_ptr(),
                                 c: self.c.0.add(r * self.ldc + j),
                                 ldc: self.ldc,
-                                masks: masks(NR.min(jc + nc - j)),
+                                masks: lane_masks::<VECS>(NR.min(jc + nc - j)),
                                 accumulate,
                                 prefetch: next,
                                 next_c,
@@ -664,18 +642,6 @@ impl LeftAhead {
             self.issued += 1;
         }
     }
-}
-
-/// Lane masks of the `VECS` vectors of a strip `nr` columns wide (`1 ≤ nr ≤ NR`).
-fn masks(nr: usize) -> [u16; VECS] {
-    std::array::from_fn(|v| {
-        let lanes = nr.saturating_sub(v * 16);
-        if lanes >= 16 {
-            u16::MAX
-        } else {
-            (1u16 << lanes) - 1
-        }
-    })
 }
 
 /// One micro-kernel call: `rows ≤ MR` rows and one strip of `C`, over `kc` contraction steps.

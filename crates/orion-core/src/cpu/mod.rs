@@ -11,7 +11,7 @@
 //! run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the
 //! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemm_bf16`
 //! (the bfloat16-product GEMM of `ProductPrecision::Bf16`, AVX512_BF16) with `bf16_pack` (its operands
-//! rounded and packed in pairs), `gemv`
+//! rounded and packed in pairs), `gemm_shared` (how both GEMMs split a product across tasks), `gemv`
 //! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `gemv_rows` (the same for a short
 //! prompt's few rows at once, reading the weights in place), `vmath` (vectorised `exp`, `tanh`,
 //! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
@@ -41,6 +41,7 @@ mod exec;
 mod fusion;
 mod gemm_bf16;
 mod gemm_kernel;
+mod gemm_shared;
 mod gemv;
 mod gemv_rows;
 mod hot_workers;
