@@ -88,10 +88,7 @@ pub enum ProductsChoice {
 
 impl ProductsChoice {
     pub fn name(self) -> &'static str {
-        match self {
-            ProductsChoice::F32 => "f32",
-            ProductsChoice::Bf16 => "bf16",
-        }
+        self.precision().name()
     }
 
     /// The CPU backend's precision.

@@ -13,6 +13,7 @@
 //! The hidden `--inject-delay-ms N` sleeps N ms inside every timed region (every program run, every
 //! lowering): it exists to prove the regression gate fails when a figure is made slower on purpose.
 
+use super::products::ProductsArg;
 use crate::allocator::Tuning;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -43,14 +44,6 @@ pub enum BenchDevice {
 pub enum WeightsArg {
     F32,
     F16,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProductsArg {
-    /// f32 operands and f32 multiply-adds.
-    F32,
-    /// Both operands rounded to bfloat16, products summed in f32 (AVX512_BF16; elsewhere as f32).
-    Bf16,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@
 
 use super::device::ane_device;
 use super::npy::{self, NpyDType};
-use super::train::ProductsChoice;
+use super::products::ProductsArg;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use orion_ane::backend::AneBackend;
@@ -82,8 +82,8 @@ pub struct GenerateArgs {
     huge_pages: bool,
     /// CPU: the arithmetic of the prompt's products (prefill); `bf16` rounds their operands to
     /// bfloat16 (AVX512_BF16: about twice the multiply-add rate). Decode's products stay f32.
-    #[arg(long, value_enum, default_value_t = ProductsChoice::F32)]
-    products: ProductsChoice,
+    #[arg(long, value_enum, default_value_t = ProductsArg::F32)]
+    products: ProductsArg,
 }
 
 #[derive(Args, Debug)]

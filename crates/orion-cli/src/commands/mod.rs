@@ -7,4 +7,5 @@ pub mod generate;
 pub mod ir;
 pub mod npy;
 pub mod probe;
+pub mod products;
 pub mod train;

@@ -29,13 +29,13 @@
 
 use super::device::ane_device;
 use super::generate::DeviceChoice;
+use super::products::ProductsArg;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use orion_ane::backend::AneBackend;
 use orion_ane::lower::{LowerOptions, WeightMode};
 use orion_core::backend::Backend;
-use orion_core::cpu::{CpuBackend, CpuOptions, ProductPrecision};
 use orion_core::DType;
 use orion_models::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint};
 use orion_models::config::{Family, ModelConfig};
@@ -47,7 +47,6 @@ use orion_models::metrics::{plot_losses, MetricsWriter, StepMetrics, LOSS_PLOT_F
 use orion_models::optim::{AdamWConfig, LossScalerConfig, Schedule};
 use orion_models::tokenizer::train_bpe::train_bpe;
 use orion_models::tokenizer::{load_tokenizer, Tokenizer};
-use orion_models::train::trainer::products_name;
 use orion_models::train::{StepPrograms, StepRunner, Strategy, TrainOptions, Trainer, UpdateEvent, WeightUpdater};
 use orion_models::weights::export::{export_safetensors, write_atomically};
 use orion_models::Model;
@@ -71,33 +70,6 @@ impl StrategyChoice {
             StrategyChoice::Recompile => Strategy::Recompile,
             StrategyChoice::Patch => Strategy::Patch,
         }
-    }
-}
-
-/// The arithmetic of the CPU's large matrix products (`--products`, also on `orion bench`).
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProductsChoice {
-    /// f32 operands and f32 multiply-adds.
-    F32,
-    /// Both operands rounded to bfloat16, products summed in f32: about twice the multiply-add rate
-    /// where the CPU has AVX512_BF16 (elsewhere the same as f32).
-    Bf16,
-}
-
-impl ProductsChoice {
-    pub fn precision(self) -> ProductPrecision {
-        match self {
-            ProductsChoice::F32 => ProductPrecision::F32,
-            ProductsChoice::Bf16 => ProductPrecision::Bf16,
-        }
-    }
-
-    /// The CPU backend computing its products in this precision.
-    fn cpu_backend(self) -> CpuBackend {
-        CpuBackend::new(CpuOptions {
-            products: self.precision(),
-            ..CpuOptions::default()
-        })
     }
 }
 
@@ -180,8 +152,8 @@ pub struct TrainArgs {
     /// Arithmetic of the CPU's large matrix products (layer programs on `cpu`, host programs, the
     /// classifier): f32, or bf16 operands summed in f32 (AVX512_BF16; elsewhere as f32). A resumed
     /// run must use its checkpoint's.
-    #[arg(long, value_enum, default_value_t = ProductsChoice::F32)]
-    products: ProductsChoice,
+    #[arg(long, value_enum, default_value_t = ProductsArg::F32)]
+    products: ProductsArg,
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
@@ -212,7 +184,7 @@ fn default_config() -> ModelConfig {
 fn layer_device(
     device: DeviceChoice,
     strategy: StrategyChoice,
-    products: ProductsChoice,
+    products: ProductsArg,
 ) -> Result<(Box<dyn Backend>, DType, LossScalerConfig)> {
     match ane_device(device)? {
         None => Ok((Box::new(products.cpu_backend()), DType::F32, LossScalerConfig::f32())),
@@ -276,10 +248,10 @@ fn resumable_checkpoint(args: &TrainArgs, dir: &Path) -> Result<Checkpoint> {
     if ckpt.products != args.products.precision() {
         bail!(
             "--products {} differs from the checkpointed run's {} in {}: resume with --products {}",
-            products_name(args.products.precision()),
-            products_name(ckpt.products),
+            args.products.precision().name(),
+            ckpt.products.name(),
             dir.display(),
-            products_name(ckpt.products)
+            ckpt.products.name()
         );
     }
     Ok(ckpt)

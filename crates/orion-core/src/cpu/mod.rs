@@ -132,6 +132,16 @@ pub enum ProductPrecision {
     Bf16,
 }
 
+impl ProductPrecision {
+    /// `f32` or `bf16`, as the command line, checkpoints and benchmark records spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProductPrecision::F32 => "f32",
+            ProductPrecision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// Options of the CPU backend (read once, at the edge, by the caller).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CpuOptions {

@@ -19,7 +19,6 @@ use crate::error::{ModelError, Result};
 use crate::model::{weight_specs, Model};
 use crate::optim::clip::{clip_factor, global_norm_f64};
 use crate::optim::{learning_rate, AdamW, AdamWConfig, LossScaler, LossScalerConfig, Schedule};
-use orion_core::cpu::ProductPrecision;
 use orion_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -112,8 +111,8 @@ impl Trainer {
             return Err(ModelError::Usage(format!(
                 "the checkpointed run computed its matrix products in {}, this run in {}: an exact resume \
                  needs the same arithmetic",
-                products_name(ckpt.products),
-                products_name(runner.products())
+                ckpt.products.name(),
+                runner.products().name()
             )));
         }
         let state = serde_json::from_value(ckpt.data)
@@ -259,14 +258,6 @@ impl Trainer {
             data,
             extra,
         })
-    }
-}
-
-/// `f32` or `bf16`, as the command line and checkpoints name a precision.
-pub fn products_name(products: ProductPrecision) -> &'static str {
-    match products {
-        ProductPrecision::F32 => "f32",
-        ProductPrecision::Bf16 => "bf16",
     }
 }
 
