@@ -15,7 +15,7 @@ use orion_core::cpu::{recycle_vec, spare_buffer, ProductPrecision};
 
 /// Logits elements the fused classifier computes per block of rows (256 MB of f32: a whole batch
 /// of 8 × 256 rows at a 32,000-token vocabulary). Each block re-reads and re-writes the
-/// accumulated classifier gradient (`[D, V]`, 98 MB for Stories110M), so fewer, larger blocks
+/// accumulated classifier gradient (`[V, D]`, 98 MB for Stories110M), so fewer, larger blocks
 /// win: the Stories110M head took 943–950 ms with 2^26 against 1,027–1,035 with 2^24 and
 /// 1,181–1,258 with 2^22 (interleaved `orion bench training` runs, 2026-11-27).
 pub const CLASSIFIER_BLOCK: usize = 1 << 26;
@@ -72,9 +72,11 @@ fn classifier_blocks(
     // Every element of these buffers is written before it is read (`gemm` without accumulation
     // first), so recycled buffers from the CPU backend's spare pool serve.
     let mut logits = spare_buffer(block * v);
-    // The classifier's gradient is accumulated transposed (`x_normᵀ · dz`, [D, V]): measured
-    // faster in `gemm` than `dzᵀ · x_norm`.
-    let (mut dx, mut dw_t) = (spare_buffer(n * d), spare_buffer(v * d));
+    // The classifier's gradient is `dzᵀ · x_norm`, `[V, D]` as the weight: measured against
+    // `x_normᵀ · dz` (`[D, V]`) and a transpose on the Stories15M head (2048 rows, 32,000 tokens,
+    // 2026-11-28, same process): bfloat16 products 113.6–116.1 ms against 102.6–105.6 + 21.7–23.2
+    // for the transpose; f32 213.4–218.5 against 188.7–190.0 + 21.7–23.6.
+    let (mut dx, mut dw) = (spare_buffer(n * d), spare_buffer(v * d));
     let mut total = 0.0f64;
     for r0 in (0..n).step_by(block) {
         let rows = block.min(n - r0);
@@ -102,69 +104,16 @@ fn classifier_blocks(
             (rows, d, v),
             (false, threads),
         )?;
-        let x_t = MatRef { data: xs, rs: 1, cs: d };
-        gemm_with(products, &mut dw_t, v, x_t, dz, (d, v, rows), (r0 > 0, threads))?;
+        let dz_t = MatRef { data: z, rs: 1, cs: v };
+        gemm_with(products, &mut dw, d, dz_t, x_ref, (v, d, rows), (r0 > 0, threads))?;
     }
-    let dw = transpose(&dw_t, d, v, threads);
     recycle_vec(logits);
-    recycle_vec(dw_t);
     Ok(((total / n as f64) as f32, dx, dw))
-}
-
-/// The transpose `[cols, rows]` of the row-major `[rows, cols]` matrix `m`, in square tiles (so
-/// both sides are read and written a cache line at a time), the output rows split over `threads`
-/// scoped threads (a copy at memory speed: one core does not saturate the bandwidth).
-fn transpose(m: &[f32], rows: usize, cols: usize, threads: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let mut out = spare_buffer(rows * cols); // every element is written below
-    if rows == 0 || cols == 0 {
-        return out;
-    }
-    // Output rows (columns of `m`) per thread, a whole number of tiles.
-    let band = cols.div_ceil(threads.max(1)).div_ceil(TILE) * TILE;
-    let transpose_band = |c_first: usize, part: &mut [f32]| {
-        let c_end = c_first + part.len() / rows;
-        for r0 in (0..rows).step_by(TILE) {
-            for c0 in (c_first..c_end).step_by(TILE) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    for c in c0..(c0 + TILE).min(c_end) {
-                        part[(c - c_first) * rows + r] = m[r * cols + c];
-                    }
-                }
-            }
-        }
-    };
-    if band >= cols {
-        transpose_band(0, &mut out);
-        return out;
-    }
-    std::thread::scope(|scope| {
-        for (i, part) in out.chunks_mut(band * rows).enumerate() {
-            let transpose_band = &transpose_band;
-            scope.spawn(move || transpose_band(i * band, part));
-        }
-    });
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transpose_swaps_rows_and_columns_across_tiles() {
-        let (rows, cols) = (37, 70);
-        let m: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-        // One thread, and three (bands of 32, 32 and 6 output rows).
-        for threads in [1, 3] {
-            let t = transpose(&m, rows, cols, threads);
-            for r in 0..rows {
-                for c in 0..cols {
-                    assert_eq!(t[c * rows + r], m[r * cols + c], "{threads} threads");
-                }
-            }
-        }
-    }
 
     #[test]
     fn fused_classifier_matches_an_f64_loop_for_any_block_size() {
@@ -216,7 +165,7 @@ mod tests {
         use orion_core::cpu::kernels::gemm_f32;
         let (n, v) = (targets.len(), w.len() / d);
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let (mut z, mut dx, mut dw_t) = (vec![0.0; block * v], vec![0.0; n * d], vec![0.0; v * d]);
+        let (mut z, mut dx, mut dw) = (vec![0.0; block * v], vec![0.0; n * d], vec![0.0; v * d]);
         let mut total = 0.0f64;
         orion_core::cpu::install(|| {
             for r0 in (0..n).step_by(block) {
@@ -239,11 +188,11 @@ mod tests {
                 let w_ref = MatRef { data: w, rs: d, cs: 1 };
                 let dx_rows = &mut dx[r0 * d..(r0 + rows) * d];
                 gemm_f32(dx_rows, d, dz, w_ref, (rows, d, v), false, threads).unwrap();
-                let x_t = MatRef { data: xs, rs: 1, cs: d };
-                gemm_f32(&mut dw_t, v, x_t, dz, (d, v, rows), r0 > 0, threads).unwrap();
+                let dz_t = MatRef { data: z, rs: 1, cs: v };
+                gemm_f32(&mut dw, d, dz_t, x_ref, (v, d, rows), r0 > 0, threads).unwrap();
             }
         });
-        ((total / n as f64) as f32, dx, transpose(&dw_t, d, v, threads))
+        ((total / n as f64) as f32, dx, dw)
     }
 
     fn bits(values: &[f32]) -> Vec<u32> {
