@@ -12,7 +12,9 @@
 //! Skipping: where every mask value of a block's rows from some column on is at most
 //! `MASKED_AT_MOST` (a causal mask's `-10000` above the diagonal), those columns of `S` are not
 //! computed. The unfused softmax gives them exactly 0 whenever `x − max < EXP_MIN` (`vmath::exp`
-//! flushes there), and so does this step, which softmaxes `-inf` in their place; it skips only
+//! flushes there), and so does this step, which puts `-inf` in their place and leaves whole lane
+//! groups of them out of the softmax (their probabilities are exactly 0 either way; the lanes'
+//! sums gain only zeros, `reduce::softmax_live_rows_in_place`); it skips only
 //! when that is proven for the block at run time: `|S_ij·c| ≤ |c|·‖q_i‖·max_j ‖k_j‖` (Cauchy–
 //! Schwarz, with a margin for rounding) bounds every skipped value below the row's computed
 //! maximum by more than the flush threshold. When the bound fails (huge or non-finite scores),
@@ -28,7 +30,7 @@ use super::elementwise::Instr;
 use super::fusion::Fusion;
 use super::lower::{lower, Kernel};
 use super::matmul::{span, Layout, MatMulPlan, Method};
-use super::reduce::softmax_rows_in_place;
+use super::reduce::{softmax_live_rows_in_place, softmax_rows_in_place};
 use super::tile_product::{multiply, Factors};
 use super::vmath;
 use crate::error::Result;
@@ -324,17 +326,18 @@ pub(crate) fn run_scores_softmax(
         let mut keys = vec![0.0f32; d * n];
         transpose_keys(k, bo, p.b, (d, n), &mut keys);
         let key_norm = largest_key_norm(&keys, d, n);
-        let mut queries = vec![0.0f32; plan.block_rows * d];
         vmath::with_wide_vectors(
             #[inline(always)]
             || {
                 for (b, block) in scores.chunks_mut(plan.block_rows * n).enumerate() {
                     let first_row = b * plan.block_rows;
-                    for (i, row) in queries.chunks_mut(d.max(1)).enumerate() {
-                        let start = ao + (first_row + i) * p.a.rs;
-                        row.iter_mut().enumerate().for_each(|(t, x)| *x = q[start + t * p.a.cs]);
-                    }
-                    scores_block(plan, &queries, &keys, key_norm, first_row, block);
+                    // The block's queries where they lie (the product packs them anyway).
+                    let queries = Queries {
+                        data: &q[ao + first_row * p.a.rs..],
+                        rs: p.a.rs,
+                        cs: p.a.cs,
+                    };
+                    scores_block(plan, queries, &keys, key_norm, first_row, block);
                 }
             },
         )
@@ -347,12 +350,31 @@ pub(crate) fn run_scores_softmax(
     Ok(())
 }
 
+/// A block's query rows: element (i, t) at `data[i·rs + t·cs]`.
+#[derive(Clone, Copy)]
+struct Queries<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl Queries<'_> {
+    /// Euclidean norm of row `i` over `d` elements (NaN if any element is NaN, `inf` when the
+    /// squares overflow). Summed in f32: its relative error (`d · 2⁻²⁴`) is far inside the
+    /// bound's margin.
+    #[inline(always)]
+    fn norm(&self, i: usize, d: usize) -> f64 {
+        let squares = (0..d).map(|t| self.data[i * self.rs + t * self.cs]).map(|v| v * v);
+        f64::from(squares.sum::<f32>().sqrt())
+    }
+}
+
 /// The softmaxed scores of one block of query rows (`queries [rows, d]`, `keys [d, n]`) from
 /// product row `first_row`, skipping the hidden keys when the bound allows (module header).
 #[inline(always)]
 fn scores_block(
     plan: &ScoresSoftmaxPlan,
-    queries: &[f32],
+    queries: Queries<'_>,
     keys: &[f32],
     key_norm: f64,
     first_row: usize,
@@ -366,9 +388,9 @@ fn scores_block(
     let live = mask_block.map_or(n, |(mask, b)| mask.live[b]);
     let d = plan.product.k;
     let factors = Factors {
-        a: queries,
-        a_row: d,
-        a_step: 1,
+        a: queries.data,
+        a_row: queries.rs,
+        a_step: queries.cs,
         b: keys,
         b_row: n,
         depth: d,
@@ -379,12 +401,17 @@ fn scores_block(
     if live < n {
         let hidden_max = mask_block.map_or(f32::NEG_INFINITY, |(mask, b)| mask.hidden_max[b]);
         let scale = f64::from(plan.scale.unwrap_or(1.0)).abs();
-        let flushes = block.chunks(n).zip(queries.chunks(d.max(1))).all(|(row, query)| {
-            let bound = scale * norm(query) * key_norm * 1.001 + 1.0;
+        let flushes = block.chunks(n).enumerate().all(|(i, row)| {
+            let bound = scale * queries.norm(i, d) * key_norm * 1.001 + 1.0;
             bound + f64::from(hidden_max) - f64::from(vmath::max_plain(&row[..live])) < FLUSHES_BELOW
         });
         if flushes {
             block.chunks_mut(n).for_each(|row| row[live..].fill(f32::NEG_INFINITY));
+            if live > 0 {
+                // Every hidden score's probability is exactly 0: the softmax leaves them out.
+                softmax_live_rows_in_place(block, n, live);
+                return;
+            }
         } else {
             multiply(factors, block, n, rows, (live, n), false);
             add_scale_and_mask(plan, block, first_row, live, n);
@@ -423,13 +450,6 @@ pub(crate) fn transpose_keys(k: &[f32], bo: usize, layout: Layout, (d, n): (usiz
             }
         }
     }
-}
-
-/// Euclidean norm (NaN if any element is NaN, `inf` when the squares overflow). Summed in f32:
-/// its relative error (`len · 2⁻²⁴`) is far inside the bound's margin.
-#[inline(always)]
-fn norm(x: &[f32]) -> f64 {
-    f64::from(x.iter().map(|&v| v * v).sum::<f32>().sqrt())
 }
 
 /// The largest norm of the key columns of `keys [d, n]`, NaN if any element is NaN.
@@ -487,13 +507,18 @@ mod tests {
     fn first_block_with_nan_hidden_keys(key_norm: f64) -> Vec<f32> {
         let (t, d) = (8, 2);
         let plan = causal_plan(t, d, 4);
-        let queries: Vec<f32> = (0..4 * d).map(|i| i as f32 * 0.1).collect();
+        let values: Vec<f32> = (0..4 * d).map(|i| i as f32 * 0.1).collect();
+        let queries = Queries {
+            data: &values,
+            rs: d,
+            cs: 1,
+        };
         let mut keys: Vec<f32> = (0..d * t).map(|i| 0.05 * i as f32).collect();
         for row in keys.chunks_mut(t) {
             row[4..].fill(f32::NAN);
         }
         let mut block = vec![0.0f32; 4 * t];
-        scores_block(&plan, &queries, &keys, key_norm, 0, &mut block);
+        scores_block(&plan, queries, &keys, key_norm, 0, &mut block);
         block
     }
 

@@ -90,6 +90,22 @@ pub(crate) fn softmax_rows_in_place(values: &mut [f32], row: usize) {
     }
 }
 
+/// [`softmax_rows_in_place`] on rows of `row` values whose columns from `live` (≥ 1) on are
+/// `-inf`: the columns up to `live` rounded up to whole groups of `vmath::LANES` are softmaxed, the
+/// rest set to 0. The same bits as the whole rows: a `-inf` column's value is exactly 0 either way,
+/// and the lanes' maxima and sums see only `-inf` and exact zeros from the columns left out
+/// (`max_plain` and `sum_plain` assign column `j` to lane `j mod LANES`; a partial last group is
+/// summed apart and added last, and a group of zeros adds 0 to a non-negative sum).
+#[inline(always)]
+pub(crate) fn softmax_live_rows_in_place(values: &mut [f32], row: usize, live: usize) {
+    let computed = live.max(1).next_multiple_of(vmath::LANES).min(row);
+    for r in values.chunks_mut(row.max(1)) {
+        let (computed, hidden) = r.split_at_mut(computed);
+        softmax_rows_in_place(computed, computed.len());
+        hidden.fill(0.0);
+    }
+}
+
 /// Softmax over the rows of a `[len, inner]` block, independently for each column.
 #[inline(always)]
 fn softmax_columns(x: &[f32], y: &mut [f32], inner: usize) {

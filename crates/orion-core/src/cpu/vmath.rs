@@ -238,7 +238,7 @@ unsafe fn max_avx2(values: &[f32]) -> f32 {
 }
 
 /// Independent accumulators of [`sum_plain`] and [`max`].
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 fn max_nan(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
