@@ -8,6 +8,9 @@
 //! Report results as ratios between the fused and unfused plans measured in the same run, never
 //! as absolute numbers.
 
+mod common;
+
+use common::values;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use orion_core::autodiff::{grad, Seed};
 use orion_core::backend::Executable;
@@ -15,17 +18,6 @@ use orion_core::cpu::{CpuBackend, CpuOptions};
 use orion_core::{composite, DType, Graph, Op, Tensor, TensorType};
 use std::hint::black_box;
 use std::time::Duration;
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 /// (label, sequences, heads, tokens, head dimension).
 const SHAPES: [(&str, usize, usize, usize, usize); 2] =

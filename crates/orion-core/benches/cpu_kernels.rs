@@ -10,6 +10,9 @@
 //!
 //! Report results as ratios between kernels measured in the same run, never as absolute numbers.
 
+mod common;
+
+use common::values;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use half::f16;
 use orion_core::backend::Executable;
@@ -18,17 +21,6 @@ use orion_core::cpu::{CpuBackend, CpuOptions, WeightFormat};
 use orion_core::{DType, Graph, Tensor, TensorType, UnaryOp};
 use std::hint::black_box;
 use std::time::Duration;
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 const SHAPES: [(usize, usize); 2] = [(768, 768), (768, 3072)];
 

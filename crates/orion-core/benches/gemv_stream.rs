@@ -5,6 +5,9 @@
 //! which the kernel streams weights from memory: compare it with the machine's read bandwidth
 //! (criterion reports bytes per second), and report results as ratios measured in the same run.
 
+mod common;
+
+use common::values;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use half::f16;
 use orion_core::cpu::install;
@@ -16,13 +19,6 @@ use std::time::Duration;
 const LAYER: [(usize, usize); 4] = [(2304, 768), (768, 768), (4096, 768), (768, 2048)];
 const LAYERS: usize = 12;
 const CLASSIFIER: (usize, usize) = (32000, 768);
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7 + seed * 13) % 251) as f32 / 125.5 - 1.0)
-        .collect()
-}
 
 fn shapes() -> Vec<(usize, usize)> {
     let mut all: Vec<(usize, usize)> = (0..LAYERS).flat_map(|_| LAYER).collect();

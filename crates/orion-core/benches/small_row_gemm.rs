@@ -6,6 +6,9 @@
 //! come from memory rather than cache. Criterion reports FLOP-based throughput (elements = 2·m·n·k
 //! multiply-adds counted as two); compare the two functions as a ratio.
 
+mod common;
+
+use common::values;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orion_core::cpu::install;
 use orion_core::cpu::kernels::{gemm_f32, gemm_f32_crate, MatRef};
@@ -16,13 +19,6 @@ use std::time::Duration;
 const LAYER: [(usize, usize); 4] = [(768, 2304), (768, 768), (768, 3072), (3072, 768)];
 const COPIES: usize = 12;
 const ROWS: [usize; 4] = [16, 32, 64, 128];
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 7 + seed * 13) % 251) as f32 / 125.5 - 1.0)
-        .collect()
-}
 
 type Product =
     fn(&mut [f32], usize, MatRef<'_>, MatRef<'_>, (usize, usize, usize), bool, usize) -> orion_core::Result<()>;

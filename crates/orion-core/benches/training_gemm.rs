@@ -6,22 +6,14 @@
 //! Report results as ratios between the two precisions measured in the same run, never as
 //! absolute numbers.
 
+mod common;
+
+use common::values;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orion_core::cpu::kernels::{gemm_with, MatRef};
 use orion_core::cpu::ProductPrecision;
 use std::hint::black_box;
 use std::time::Duration;
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 /// (label, m, n, k, left read transposed, right read transposed).
 const SHAPES: [(&str, usize, usize, usize, bool, bool); 6] = [
