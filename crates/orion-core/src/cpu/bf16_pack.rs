@@ -54,6 +54,26 @@ pub(super) unsafe fn pack_steps(
     let _ = (first, step_stride, lines, pairs, remaining, to, pair_stride);
 }
 
+/// Packs `lines ≤ 16` lines whose values lie side by side for each step (step p's line l at
+/// `first + p·step_stride + l`) into line-major words: line l's pair q at `to + l·line_words +
+/// q`, for `pairs` pairs (a multiple of 16; every step inside the operand). Lines past `lines` are
+/// left alone. This is the layout of the AMX kernel's panels of `A` ([`super::gemm_amx`]).
+///
+/// # Safety
+/// Every step below `2·pairs` of every line lies inside the checked operand; `to` has room for
+/// `lines` lines of `line_words ≥ pairs` words; the kernel's features are available.
+pub(super) unsafe fn pack_steps_to_lines(
+    first: *const f32,
+    (step_stride, lines): (usize, usize),
+    pairs: usize,
+    (to, line_words): (*mut u32, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    x86::pack_steps_to_lines(first, (step_stride, lines), pairs, (to, line_words));
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (first, step_stride, lines, pairs, to, line_words);
+}
+
 /// Rounds `values` (two per word, in packed order) to bfloat16 pairs: word w holds value `2w` in
 /// its low half and `2w + 1` in its high half (`values.len() == 2 · words.len()`).
 ///
@@ -170,6 +190,31 @@ mod x86 {
             let even = first.wrapping_add(2 * q * step_stride);
             let odd = (2 * q + 1 < remaining).then(|| even.wrapping_add(step_stride));
             pack_pair(even, odd, lines, to.add(q * pair_stride), 16.min(pair_stride));
+        }
+    }
+
+    /// See [`super::pack_steps_to_lines`]: 16 pairs of 16 lines at a time, transposed.
+    ///
+    /// # Safety
+    /// As there.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pack_steps_to_lines(
+        first: *const f32,
+        (step_stride, lines): (usize, usize),
+        pairs: usize,
+        (to, line_words): (*mut u32, usize),
+    ) {
+        let mask = first_lanes(lines);
+        for q0 in (0..pairs).step_by(16) {
+            let by_pair: [__m512i; 16] = std::array::from_fn(|q| {
+                let even = first.add(2 * (q0 + q) * step_stride);
+                let low = _mm512_maskz_loadu_ps(mask, even);
+                let high = _mm512_maskz_loadu_ps(mask, even.add(step_stride));
+                interleave(high, low)
+            });
+            for (l, line) in transpose_16(by_pair).iter().enumerate().take(lines) {
+                _mm512_storeu_si512(to.add(l * line_words + q0).cast(), *line);
+            }
         }
     }
 

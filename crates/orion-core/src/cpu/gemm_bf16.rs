@@ -23,6 +23,11 @@
 //! each finished row part. Work is split across rayon tasks by column ranges when `A` is the
 //! smaller operand and by row ranges otherwise, as in [`super::gemm_kernel`].
 //!
+//! Where the CPU has AMX and `k` is a multiple of 32 (whole chunks of 16 pairs, as in every
+//! product of the models here but GPT-2's vocabulary contraction), tiles are 32 × 32 and run on
+//! [`super::gemm_amx`] instead: the same strips of `B`, panels of `A` of 32 rows with each row's
+//! words contiguous, and blocks of pairs rounded up to whole chunks.
+//!
 //! Unsafe: the kernel uses raw pointers and AVX-512 intrinsics. [`gemm_bf16`] checks, before any
 //! kernel runs, that every element reachable from the dimensions and strides lies inside the
 //! slices and that rows of `C` do not overlap; tasks write disjoint parts of `C` (distinct rows,
@@ -31,11 +36,13 @@
 //!
 //! Invariants: each element of `C` is summed over the pairs in increasing order (each pair's two
 //! products added to the f32 sum by one `vdpbf16ps`), so results do not depend on the thread
-//! count, the split, or whether `B` was packed beforehand. On CPUs without AVX512_BF16 (and off x86-64) [`gemm_bf16`] returns
+//! count, the split, or whether `B` was packed beforehand (on AMX, 16 pairs per `tdpbf16ps`, in
+//! the hardware's order within them). On CPUs without AVX512_BF16 (and off x86-64) [`gemm_bf16`] returns
 //! `Ok(false)` and the caller computes the product in f32.
 #![allow(unsafe_code)]
 
-use super::bf16_pack::{pack_lines, pack_steps, round_pairs};
+use super::bf16_pack::{pack_lines, pack_steps, pack_steps_to_lines, round_pairs};
+use super::gemm_amx::{self, AmxTile, TileConfig};
 use super::gemm_kernel::RowEpilogue;
 use super::gemm_shared::{lane_masks, split_destination};
 use super::matmul::MatRef;
@@ -155,8 +162,11 @@ fn multiply(
     if (m - 1) * a.rs + (k - 1) * a.cs >= a.data.len() {
         return Err(shape_error("left operand too small", (m, n, k)));
     }
+    // An even `k` whose pairs are whole chunks: the AMX kernel never reads past a block.
+    let amx = gemm_amx::available() && k.is_multiple_of(2) && gemm_amx::fits(k / 2);
     let product = Product {
         a: Operand::of(a),
+        amx,
         b,
         n,
         c: CPtr(c.as_mut_ptr()),
@@ -172,7 +182,8 @@ fn multiply(
     };
     // SAFETY: the bounds of the whole product were checked above; the parts are disjoint (see
     // `split_destination`), so no two tasks write one element of C.
-    split_destination((m, n), tasks, (MR, NR), |rows, columns| unsafe {
+    let panel_rows = product.panel_rows();
+    split_destination((m, n), tasks, (panel_rows, NR), |rows, columns| unsafe {
         product.run(rows, columns)
     });
     Ok(true)
@@ -238,10 +249,17 @@ impl PackedPairs {
 }
 
 /// Pairs per block of a `k`-step contraction: the fewest blocks of at most `KP` pairs, of equal
-/// size but the last (a 288-step contraction is one block of 144 pairs, not 128 and 16).
+/// size but the last (a 600-step contraction is three blocks of 100 pairs, not 128, 128 and 44),
+/// sizes rounded up to whole chunks of the AMX kernel when the pairs are whole chunks (288 steps:
+/// blocks of 80 and 64 pairs).
 fn block_pairs(k: usize) -> usize {
     let pairs = k.div_ceil(2);
-    pairs.div_ceil(pairs.div_ceil(KP)).max(1)
+    let even = pairs.div_ceil(pairs.div_ceil(KP)).max(1);
+    if gemm_amx::fits(pairs) {
+        even.next_multiple_of(gemm_amx::CHUNK_PAIRS)
+    } else {
+        even
+    }
 }
 
 /// An operand as raw parts: element (r, c) at `data + r·rs + c·cs`.
@@ -278,6 +296,9 @@ enum Right {
 /// One checked product, shared by its tasks.
 struct Product<'a> {
     a: Operand,
+    /// Tiles run on the AMX kernel ([`gemm_amx`]): panels of `A` are 32 rows, each row's words
+    /// contiguous over the pairs.
+    amx: bool,
     b: Right,
     n: usize,
     c: CPtr,
@@ -326,6 +347,15 @@ impl Product<'_> {
         self.k.div_ceil(2)
     }
 
+    /// Rows of a packed panel of `A` (the height of a tile).
+    fn panel_rows(&self) -> usize {
+        if self.amx {
+            gemm_amx::TILE
+        } else {
+            MR
+        }
+    }
+
     /// Computes `C[rows, cols]`. With more than `NC` columns, `A` is packed whole first (once,
     /// not once per block of columns); otherwise each block of `A` is packed right before its
     /// tiles, while still in cache.
@@ -336,7 +366,8 @@ impl Product<'_> {
     unsafe fn run(&self, (i0, i1): (usize, usize), (j0, j1): (usize, usize)) {
         let mut buffers = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let (pairs, per_block) = (self.pairs(), block_pairs(self.k));
-        let panels = (i1 - i0).div_ceil(MR);
+        let mr = self.panel_rows();
+        let panels = (i1 - i0).div_ceil(mr);
         // A packing is read where it lies: its columns need no blocking.
         let column_block = match self.b {
             Right::Operand(_) => NC,
@@ -344,10 +375,14 @@ impl Product<'_> {
         };
         let whole_left = j1 - j0 > column_block;
         let left_words = if whole_left {
-            panels * MR * pairs
+            panels * mr * pairs
         } else {
             MC * per_block
         };
+        let config = TileConfig::new();
+        if self.amx {
+            config.load();
+        }
         buffers.a.resize(left_words + LINE, 0);
         if let Right::Operand(_) = self.b {
             buffers
@@ -360,7 +395,7 @@ impl Product<'_> {
         if whole_left {
             for q0 in (0..pairs).step_by(per_block) {
                 let kp = per_block.min(pairs - q0);
-                let block = &mut a_words[q0 * panels * MR..(q0 + kp) * panels * MR];
+                let block = &mut a_words[q0 * panels * mr..(q0 + kp) * panels * mr];
                 self.pack_left((i0, i1), (q0, kp), gathered, block);
             }
         }
@@ -382,9 +417,9 @@ impl Product<'_> {
                     let r1 = (r0 + MC).min(i1);
                     // The first panel of rows r0..r1 in this block of pairs.
                     let first_panel = if whole_left {
-                        a_words.as_ptr().add(q0 * panels * MR + (r0 - i0) / MR * kp * MR)
+                        a_words.as_ptr().add(q0 * panels * mr + (r0 - i0) / mr * kp * mr)
                     } else {
-                        let block = &mut a_words[..(r1 - r0).div_ceil(MR) * MR * kp];
+                        let block = &mut a_words[..(r1 - r0).div_ceil(mr) * mr * kp];
                         self.pack_left((r0, r1), (q0, kp), gathered, block);
                         a_words.as_ptr()
                     };
@@ -392,6 +427,22 @@ impl Product<'_> {
                         let j = jc + s * NR;
                         let tile_masks = lane_masks::<VECS>(NR.min(jc + nc - j));
                         let strip = first_strip.add(s * kp * NR);
+                        if self.amx {
+                            for r in (r0..r1).step_by(mr) {
+                                let tile = AmxTile {
+                                    rows: mr.min(r1 - r),
+                                    columns: NR.min(jc + nc - j),
+                                    kp,
+                                    a: first_panel.add((r - r0) / mr * kp * mr),
+                                    strip,
+                                    c: self.c.0.add(r * self.ldc + j),
+                                    ldc: self.ldc,
+                                    accumulate,
+                                };
+                                tile.run();
+                            }
+                            continue;
+                        }
                         for r in (r0..r1).step_by(MR) {
                             // The destination of the tile after this one, fetched meanwhile.
                             let next_c = if r + MR < r1 {
@@ -417,6 +468,9 @@ impl Product<'_> {
                 }
             }
         }
+        if self.amx {
+            TileConfig::release();
+        }
         BUFFERS.with(|b| *b.borrow_mut() = buffers);
         if let Some(epilogue) = self.epilogue {
             for i in i0..i1 {
@@ -441,6 +495,10 @@ impl Product<'_> {
         gathered: &mut [f32],
         words: &mut [u32],
     ) {
+        if self.amx {
+            self.pack_left_rows((r0, r1), (q0, kp), gathered, words);
+            return;
+        }
         let (a, k) = (self.a, self.k);
         for (t, r) in (r0..r1).step_by(MR).enumerate() {
             let rows = MR.min(r1 - r);
@@ -465,6 +523,54 @@ impl Product<'_> {
                     }
                 }
                 round_pairs(values, panel_words);
+            }
+        }
+    }
+}
+
+impl Product<'_> {
+    /// [`Product::pack_left`] for the AMX kernel: panels of 32 rows, row i's pair q at
+    /// `t·32·kp + i·kp + q` in panel `t` (rows past `r1` zero). `k` is even and `kp` a multiple
+    /// of 16 here.
+    ///
+    /// # Safety
+    /// As [`Product::pack_left`].
+    unsafe fn pack_left_rows(
+        &self,
+        (r0, r1): (usize, usize),
+        (q0, kp): (usize, usize),
+        gathered: &mut [f32],
+        words: &mut [u32],
+    ) {
+        let a = self.a;
+        let tile = gemm_amx::TILE;
+        for (t, r) in (r0..r1).step_by(tile).enumerate() {
+            let rows = tile.min(r1 - r);
+            let panel = &mut words[t * kp * tile..(t + 1) * kp * tile];
+            panel[rows * kp..].fill(0);
+            for i in 0..rows {
+                let line = &mut panel[i * kp..(i + 1) * kp];
+                let values = if a.cs == 1 {
+                    std::slice::from_raw_parts(a.data.add((r + i) * a.rs + 2 * q0), 2 * kp)
+                } else if a.rs == 1 {
+                    continue;
+                } else {
+                    let values = &mut gathered[..2 * kp];
+                    let from = a.data.add((r + i) * a.rs + 2 * q0 * a.cs);
+                    for (p, value) in values.iter_mut().enumerate() {
+                        *value = *from.add(p * a.cs);
+                    }
+                    &*values
+                };
+                round_pairs(values, line);
+            }
+            if a.cs != 1 && a.rs == 1 {
+                // Each step's rows lie side by side: 16 rows at a time.
+                for g in (0..rows).step_by(16) {
+                    let first = a.data.add(r + g + 2 * q0 * a.cs);
+                    let to = panel.as_mut_ptr().add(g * kp);
+                    pack_steps_to_lines(first, (a.cs, 16.min(rows - g)), kp, (to, kp));
+                }
             }
         }
     }

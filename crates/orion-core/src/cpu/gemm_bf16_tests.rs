@@ -67,7 +67,15 @@ fn products_match_f64_sums_of_rounded_operands() {
         (37, 70, 2),
         // More than `NC` columns a task: `A` packed whole first.
         (5, 2100, 300),
+        // Whole chunks of 16 pairs: the AMX kernel where the CPU has it (edge tiles, two blocks
+        // of pairs, `A` packed whole).
+        (13, 33, 288),
+        (70, 45, 64),
+        (200, 70, 320),
+        (33, 40, 32),
+        (5, 2100, 256),
     ];
+    eprintln!("AMX kernel: {}", gemm_amx::available());
     for (case, &(m, n, k)) in shapes.iter().enumerate() {
         let ldc = n + 3;
         let seed = case as u64 * 10;
@@ -182,7 +190,7 @@ fn operands_are_rounded_to_bfloat16() {
 /// one order).
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    for (m, n, k) in [(300, 64, 200), (40, 700, 130)] {
+    for (m, n, k) in [(300, 64, 200), (40, 700, 130), (300, 64, 256), (40, 700, 320)] {
         let a_store = values(m * k, 11);
         let b_store = values(k * n, 12);
         let (a, b) = (
@@ -244,7 +252,7 @@ fn packed_operands_give_the_same_bits_and_run_the_epilogue() {
         assert!(PackedPairs::pack(&[1.0; 4], (2, 1), (2, 2)).expect("fits").is_none());
         return;
     }
-    for (m, n, k) in [(9, 1100, 600), (300, 64, 77), (1, 3, 1)] {
+    for (m, n, k) in [(9, 1100, 600), (300, 64, 77), (1, 3, 1), (9, 1100, 640), (300, 64, 96)] {
         let a_store = values(m * k, 21);
         let b_store = values(k * n, 22);
         let a = MatRef {

@@ -11,14 +11,14 @@
 //! run, so short parallel steps do not wait for a sleeping thread), and the kernels: `matmul` (the
 //! `gemm` wrapper), `gemm_kernel` (AVX-512 GEMM for products of fewer than 128 rows), `gemm_bf16`
 //! (the bfloat16-product GEMM of `ProductPrecision::Bf16`, AVX512_BF16) with `bf16_pack` (its operands
-//! rounded and packed in pairs), `gemm_shared` (how both GEMMs split a product across tasks), `gemv`
+//! rounded and packed in pairs) and `gemm_amx` (its tiles on AMX where the CPU has it), `gemm_shared` (how both GEMMs split a product across tasks), `gemv`
 //! (AVX2/AVX-512 matrix-vector kernel for one-token decode), `gemv_rows` (the same for a short
 //! prompt's few rows at once, reading the weights in place), `vmath` (vectorised `exp`, `tanh`,
 //! `sigmoid`), `loss` (fused softmax cross-entropy, used by the training head), `elementwise`,
 //! `reduce`, `layout`, `strided`; `storage` holds buffers and views; `weight_forms` the derived
-//! (transposed, half) weights; `huge_pages` the opt-in huge-page backing of decode weights. `matmul`, `gemm_kernel`, `gemm_bf16`, `bf16_pack`, `gemv`, `vmath` and `huge_pages` are the
-//! crate's unsafe modules (the `gemm` call; SIMD intrinsics behind run-time feature checks; one
-//! `madvise`), each unsafe block with its safety argument.
+//! (transposed, half) weights; `huge_pages` the opt-in huge-page backing of decode weights. `matmul`, `gemm_kernel`, `gemm_bf16`, `gemm_amx`, `bf16_pack`, `gemv`, `vmath` and `huge_pages` are the
+//! crate's unsafe modules (the `gemm` call; SIMD intrinsics behind run-time feature checks; AMX
+//! inline assembly and one `arch_prctl`; one `madvise`), each unsafe block with its safety argument.
 //!
 //! Invariants: `compile` verifies the graph and does all planning; `run` checks inputs, then only
 //! executes steps, reusing arena buffers between runs (a `Mutex`-guarded pool, so concurrent runs
@@ -39,6 +39,7 @@ mod elementwise;
 mod epilogue;
 mod exec;
 mod fusion;
+mod gemm_amx;
 mod gemm_bf16;
 mod gemm_kernel;
 mod gemm_shared;
