@@ -59,6 +59,10 @@ const MR: usize = 12;
 /// Pairs (two contraction steps each) per block: a `KP × NR` strip of words is 16 KB, in L1 with
 /// the panel of `A` (6 KB).
 const KP: usize = 128;
+/// Pairs per block on the AMX kernel: a panel of 32 rows and a strip of 32 columns are 20 KB each,
+/// in L1 together; a 288-step contraction (Stories15M's width) is one block, so its destination
+/// is written once rather than written, read back and written again.
+const KP_AMX: usize = 160;
 /// Rows of `A` whose panels are run over each strip in turn: `MC × KP` words are 96 KB, in L2.
 const MC: usize = 192;
 /// Columns of `B` packed at a time: a `KP × NC` block of words is 512 KB, in L2.
@@ -162,8 +166,7 @@ fn multiply(
     if (m - 1) * a.rs + (k - 1) * a.cs >= a.data.len() {
         return Err(shape_error("left operand too small", (m, n, k)));
     }
-    // An even `k` whose pairs are whole chunks: the AMX kernel never reads past a block.
-    let amx = gemm_amx::available() && k.is_multiple_of(2) && gemm_amx::fits(k / 2);
+    let amx = uses_amx(k);
     let product = Product {
         a: Operand::of(a),
         amx,
@@ -248,17 +251,22 @@ impl PackedPairs {
     }
 }
 
-/// Pairs per block of a `k`-step contraction: the fewest blocks of at most `KP` pairs, of equal
-/// size but the last (a 600-step contraction is three blocks of 100 pairs, not 128, 128 and 44),
-/// sizes rounded up to whole chunks of the AMX kernel when the pairs are whole chunks (288 steps:
-/// blocks of 80 and 64 pairs).
+/// True when a `k`-step contraction runs on the AMX kernel: the CPU has it and `k` is even with
+/// whole chunks of pairs (so no tile reads past a block).
+fn uses_amx(k: usize) -> bool {
+    gemm_amx::available() && k.is_multiple_of(2) && gemm_amx::fits(k / 2)
+}
+
+/// Pairs per block of a `k`-step contraction: the fewest blocks of at most `KP` pairs (`KP_AMX` on
+/// the AMX kernel), of equal size but the last (a 600-step contraction is three blocks of 100
+/// pairs, not 128, 128 and 44), rounded up to whole chunks on the AMX kernel.
 fn block_pairs(k: usize) -> usize {
     let pairs = k.div_ceil(2);
-    let even = pairs.div_ceil(pairs.div_ceil(KP)).max(1);
-    if gemm_amx::fits(pairs) {
+    if uses_amx(k) {
+        let even = pairs.div_ceil(pairs.div_ceil(KP_AMX));
         even.next_multiple_of(gemm_amx::CHUNK_PAIRS)
     } else {
-        even
+        pairs.div_ceil(pairs.div_ceil(KP)).max(1)
     }
 }
 
@@ -548,12 +556,13 @@ impl Product<'_> {
             let rows = tile.min(r1 - r);
             let panel = &mut words[t * kp * tile..(t + 1) * kp * tile];
             panel[rows * kp..].fill(0);
+            if a.rs == 1 && a.cs != 1 {
+                continue;
+            }
             for i in 0..rows {
                 let line = &mut panel[i * kp..(i + 1) * kp];
                 let values = if a.cs == 1 {
                     std::slice::from_raw_parts(a.data.add((r + i) * a.rs + 2 * q0), 2 * kp)
-                } else if a.rs == 1 {
-                    continue;
                 } else {
                     let values = &mut gathered[..2 * kp];
                     let from = a.data.add((r + i) * a.rs + 2 * q0 * a.cs);
@@ -564,12 +573,19 @@ impl Product<'_> {
                 };
                 round_pairs(values, line);
             }
-            if a.cs != 1 && a.rs == 1 {
-                // Each step's rows lie side by side: 16 rows at a time.
-                for g in (0..rows).step_by(16) {
-                    let first = a.data.add(r + g + 2 * q0 * a.cs);
-                    let to = panel.as_mut_ptr().add(g * kp);
-                    pack_steps_to_lines(first, (a.cs, 16.min(rows - g)), kp, (to, kp));
+        }
+        if a.rs == 1 && a.cs != 1 {
+            // Each step's rows lie side by side: one chunk of pairs across all the rows at a time,
+            // 16 rows by 16, so the reads of one step follow one another in memory.
+            let chunk = gemm_amx::CHUNK_PAIRS;
+            for c0 in (0..kp).step_by(chunk) {
+                for (t, r) in (r0..r1).step_by(tile).enumerate() {
+                    let rows = tile.min(r1 - r);
+                    for g in (0..rows).step_by(16) {
+                        let first = a.data.add(r + g + 2 * (q0 + c0) * a.cs);
+                        let to = words.as_mut_ptr().add(t * kp * tile + g * kp + c0);
+                        pack_steps_to_lines(first, (a.cs, 16.min(rows - g)), chunk, (to, kp));
+                    }
                 }
             }
         }
