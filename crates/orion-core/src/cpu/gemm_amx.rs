@@ -91,8 +91,8 @@ pub(super) struct AmxTile {
     pub rows: usize,
     pub columns: usize,
     pub kp: usize,
-    /// The packed panel of `A`: 32 rows of `kp` words (row i's pair q at `i·kp + q`; rows past
-    /// `rows` zero).
+    /// The packed panel of `A`: for each chunk of 16 pairs, the 32 rows' 16 words one row after
+    /// another (row i's pair q at `(q / 16)·512 + i·16 + q % 16`; rows past `rows` zero).
     pub a: *const u32,
     /// The packed strip of `B`: `kp` rows of 32 words, 64-byte aligned (columns past `columns`
     /// zero).
@@ -162,20 +162,20 @@ impl AmxTile {
                 options(nostack, nomem)
             );
         }
-        let (a_stride, b_stride) = (self.kp * 4, TILE * 4);
-        let lower_a = self.a.add(16 * self.kp);
+        // Rows of a tile of `A` are 64 bytes apart (a contiguous 1 KB block), those of `B` 128.
+        let (a_stride, b_stride) = (CHUNK_PAIRS * 4, TILE * 4);
         for q in (0..self.kp).step_by(CHUNK_PAIRS) {
-            let b = self.strip.add(q * TILE);
+            let (a, b) = (self.a.add(q * TILE), self.strip.add(q * TILE));
             asm!(
                 "tileloadd tmm4, [{a0} + {sa}*1]",
                 "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
                 "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) self.a.add(q), a1 = in(reg) lower_a.add(q), sa = in(reg) a_stride,
+                a0 = in(reg) a, a1 = in(reg) a.add(16 * CHUNK_PAIRS), sa = in(reg) a_stride,
                 b0 = in(reg) b, b1 = in(reg) b.add(16), sb = in(reg) b_stride,
                 options(nostack, readonly),
             );

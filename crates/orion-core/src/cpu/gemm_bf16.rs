@@ -537,9 +537,10 @@ impl Product<'_> {
 }
 
 impl Product<'_> {
-    /// [`Product::pack_left`] for the AMX kernel: panels of 32 rows, row i's pair q at
-    /// `t·32·kp + i·kp + q` in panel `t` (rows past `r1` zero). `k` is even and `kp` a multiple
-    /// of 16 here.
+    /// [`Product::pack_left`] for the AMX kernel: panels of 32 rows, each a run of chunks of 16
+    /// pairs, each chunk the 32 rows' 16 words one row after another (two 1 KB tiles): row i's
+    /// pair q at `t·32·kp + (q / 16)·512 + i·16 + q % 16` in panel `t` (rows past `r1` zero). `k`
+    /// is even and `kp` a multiple of 16 here.
     ///
     /// # Safety
     /// As [`Product::pack_left`].
@@ -551,16 +552,18 @@ impl Product<'_> {
         words: &mut [u32],
     ) {
         let a = self.a;
-        let tile = gemm_amx::TILE;
+        let (tile, chunk) = (gemm_amx::TILE, gemm_amx::CHUNK_PAIRS);
+        let chunk_words = tile * chunk;
         for (t, r) in (r0..r1).step_by(tile).enumerate() {
             let rows = tile.min(r1 - r);
             let panel = &mut words[t * kp * tile..(t + 1) * kp * tile];
-            panel[rows * kp..].fill(0);
+            for block in panel.chunks_mut(chunk_words) {
+                block[rows * chunk..].fill(0);
+            }
             if a.rs == 1 && a.cs != 1 {
                 continue;
             }
             for i in 0..rows {
-                let line = &mut panel[i * kp..(i + 1) * kp];
                 let values = if a.cs == 1 {
                     std::slice::from_raw_parts(a.data.add((r + i) * a.rs + 2 * q0), 2 * kp)
                 } else {
@@ -571,20 +574,22 @@ impl Product<'_> {
                     }
                     &*values
                 };
-                round_pairs(values, line);
+                for (c, steps) in values.chunks(2 * chunk).enumerate() {
+                    let at = c * chunk_words + i * chunk;
+                    round_pairs(steps, &mut panel[at..at + chunk]);
+                }
             }
         }
         if a.rs == 1 && a.cs != 1 {
             // Each step's rows lie side by side: one chunk of pairs across all the rows at a time,
             // 16 rows by 16, so the reads of one step follow one another in memory.
-            let chunk = gemm_amx::CHUNK_PAIRS;
             for c0 in (0..kp).step_by(chunk) {
                 for (t, r) in (r0..r1).step_by(tile).enumerate() {
                     let rows = tile.min(r1 - r);
                     for g in (0..rows).step_by(16) {
                         let first = a.data.add(r + g + 2 * (q0 + c0) * a.cs);
-                        let to = words.as_mut_ptr().add(t * kp * tile + g * kp + c0);
-                        pack_steps_to_lines(first, (a.cs, 16.min(rows - g)), chunk, (to, kp));
+                        let to = words.as_mut_ptr().add(t * kp * tile + c0 * tile + g * chunk);
+                        pack_steps_to_lines(first, (a.cs, 16.min(rows - g)), chunk, (to, chunk));
                     }
                 }
             }
