@@ -4,14 +4,16 @@
 //!
 //! Why: one `tdpbf16ps` multiplies a 16 × 32 bfloat16 tile by a 32 × 16 one into 16 × 16 f32
 //! sums — 8192 multiply-adds, where `vdpbf16ps` does 32. Measured on the 2-vCPU Xeon of
-//! 2026-11-29 with a probe of this kernel's inner loop (operands in L1): several times the
-//! AVX-512 bfloat16 rate (`docs/BENCHMARKS.md` gives the figures).
+//! 2026-11-29 (`tools/peers/fma_peak.c`, both threads): 7.66 TFLOP/s of `tdpbf16ps` on
+//! register-resident tiles, 245 GFLOP/s of `vdpbf16ps`, 492 of f32 multiply-adds; the training
+//! step's layer products ran at 1.4–1.5 TFLOP/s on this kernel (`docs/BENCHMARKS.md`).
 //!
 //! How: eight tile registers, all configured as 16 rows of 64 bytes — four accumulators (the
 //! tile's 2 × 2 blocks of 16 × 16 f32), two of `A` (16 rows × 16 pairs) and two of `B` (16 pairs ×
 //! 16 columns). `B` is read straight from the strips [`super::gemm_bf16`] packs for its AVX-512
 //! kernel (pair q's 32 words at `q·32`: rows of 128 bytes, the two halves two tiles); `A` needs
-//! its own panels, each row's words contiguous over the pairs ([`super::bf16_pack::pack_rows`]).
+//! its own panels, each chunk of 16 pairs of its 32 rows two contiguous 1 KB tiles (packed by
+//! `gemm_bf16`; rows 64 bytes apart ran the inner loop 3.2× faster than rows a block apart).
 //! Whole tiles of `C` are loaded and stored in place; tiles at a right or bottom edge go through
 //! a 32 × 32 buffer. A contraction whose pairs are not a multiple of 16 is left to the AVX-512
 //! kernel (the caller checks [`fits`]).

@@ -25,8 +25,8 @@
 //!
 //! Where the CPU has AMX and `k` is a multiple of 32 (whole chunks of 16 pairs, as in every
 //! product of the models here but GPT-2's vocabulary contraction), tiles are 32 × 32 and run on
-//! [`super::gemm_amx`] instead: the same strips of `B`, panels of `A` of 32 rows with each row's
-//! words contiguous, and blocks of pairs rounded up to whole chunks.
+//! [`super::gemm_amx`] instead: the same strips of `B`, panels of `A` of 32 rows laid out as
+//! the kernel's tiles, and blocks of up to `KP_AMX` pairs in whole chunks.
 //!
 //! Unsafe: the kernel uses raw pointers and AVX-512 intrinsics. [`gemm_bf16`] checks, before any
 //! kernel runs, that every element reachable from the dimensions and strides lies inside the
