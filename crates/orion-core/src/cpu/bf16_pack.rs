@@ -74,6 +74,25 @@ pub(super) unsafe fn pack_steps_to_lines(
     let _ = (first, step_stride, lines, pairs, to, line_words);
 }
 
+/// Packs `lines` lines contiguous over the steps (line l's step p at `first + l·line_stride + p`)
+/// into the AMX kernel's tiles of 16 pairs: line l's pair q at `to + (q / 16)·chunk_stride + l·16
+/// + q % 16`, for `pairs` pairs (a multiple of 16; every step inside the operand).
+///
+/// # Safety
+/// Every step below `2·pairs` of every line lies inside the checked operand; `to` has room for
+/// the words; the kernel's features are available.
+pub(super) unsafe fn pack_lines_to_tiles(
+    first: *const f32,
+    (line_stride, lines): (usize, usize),
+    pairs: usize,
+    (to, chunk_stride): (*mut u32, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    x86::pack_lines_to_tiles(first, (line_stride, lines), pairs, (to, chunk_stride));
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (first, line_stride, lines, pairs, to, chunk_stride);
+}
+
 /// Rounds `values` (two per word, in packed order) to bfloat16 pairs: word w holds value `2w` in
 /// its low half and `2w + 1` in its high half (`values.len() == 2 · words.len()`).
 ///
@@ -190,6 +209,29 @@ mod x86 {
             let even = first.wrapping_add(2 * q * step_stride);
             let odd = (2 * q + 1 < remaining).then(|| even.wrapping_add(step_stride));
             pack_pair(even, odd, lines, to.add(q * pair_stride), 16.min(pair_stride));
+        }
+    }
+
+    /// See [`super::pack_lines_to_tiles`]: 32 steps of a line at a time.
+    ///
+    /// # Safety
+    /// As there.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pack_lines_to_tiles(
+        first: *const f32,
+        (line_stride, lines): (usize, usize),
+        pairs: usize,
+        (to, chunk_stride): (*mut u32, usize),
+    ) {
+        for l in 0..lines {
+            let line = first.add(l * line_stride);
+            for c in 0..pairs / 16 {
+                let low = _mm512_loadu_ps(line.add(32 * c));
+                let high = _mm512_loadu_ps(line.add(32 * c + 16));
+                // In memory order, word w holds steps 2w and 2w + 1.
+                let words = as_words(_mm512_cvtne2ps_pbh(high, low));
+                _mm512_storeu_si512(to.add(c * chunk_stride + l * 16).cast(), words);
+            }
         }
     }
 

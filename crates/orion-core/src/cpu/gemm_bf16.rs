@@ -41,7 +41,7 @@
 //! `Ok(false)` and the caller computes the product in f32.
 #![allow(unsafe_code)]
 
-use super::bf16_pack::{pack_lines, pack_steps, pack_steps_to_lines, round_pairs};
+use super::bf16_pack::{pack_lines, pack_lines_to_tiles, pack_steps, pack_steps_to_lines, round_pairs};
 use super::gemm_amx::{self, AmxTile, TileConfig};
 use super::gemm_kernel::RowEpilogue;
 use super::gemm_shared::{lane_masks, split_destination};
@@ -563,17 +563,18 @@ impl Product<'_> {
             if a.rs == 1 && a.cs != 1 {
                 continue;
             }
+            if a.cs == 1 {
+                // Each row is a line over the steps.
+                let first = a.data.add(r * a.rs + 2 * q0);
+                pack_lines_to_tiles(first, (a.rs, rows), kp, (panel.as_mut_ptr(), chunk_words));
+                continue;
+            }
             for i in 0..rows {
-                let values = if a.cs == 1 {
-                    std::slice::from_raw_parts(a.data.add((r + i) * a.rs + 2 * q0), 2 * kp)
-                } else {
-                    let values = &mut gathered[..2 * kp];
-                    let from = a.data.add((r + i) * a.rs + 2 * q0 * a.cs);
-                    for (p, value) in values.iter_mut().enumerate() {
-                        *value = *from.add(p * a.cs);
-                    }
-                    &*values
-                };
+                let values = &mut gathered[..2 * kp];
+                let from = a.data.add((r + i) * a.rs + 2 * q0 * a.cs);
+                for (p, value) in values.iter_mut().enumerate() {
+                    *value = *from.add(p * a.cs);
+                }
                 for (c, steps) in values.chunks(2 * chunk).enumerate() {
                     let at = c * chunk_words + i * chunk;
                     round_pairs(steps, &mut panel[at..at + chunk]);
