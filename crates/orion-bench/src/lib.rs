@@ -36,10 +36,18 @@ pub fn run(options: &BenchOptions) -> Result<BenchRun> {
         Suite::Training => training::run_training(&plan),
         Suite::Compile => compile::run_compile(&plan),
     }?;
-    if plan.config.products == ProductsChoice::Bf16 && !orion_core::cpu::kernels::bf16_products_available() {
-        run.notes.push(
-            "products bf16: this CPU has no AVX512_BF16, so every product ran in f32 (as with --products f32)".into(),
-        );
+    if plan.config.products == ProductsChoice::Bf16 {
+        if orion_core::cpu::kernels::bf16_products_available() {
+            run.notes.push(format!(
+                "products bf16: {}",
+                orion_core::cpu::kernels::bf16_product_kernel()
+            ));
+        } else {
+            run.notes.push(
+                "products bf16: this CPU has no AVX512_BF16, so every product ran in f32 (as with --products f32)"
+                    .into(),
+            );
+        }
     }
     Ok(run)
 }

@@ -20,6 +20,12 @@ fn doctor_reports_devices_and_exits_zero() {
         std::env::consts::ARCH
     )));
     assert!(text.contains("device cpu: usable"));
+    // The kernel `--products bf16` runs here, as the library decides it.
+    let bf16 = format!(
+        "cpu --products bf16: {}",
+        orion_core::cpu::kernels::bf16_product_kernel()
+    );
+    assert!(text.contains(&bf16), "{text}");
     assert!(text.contains("device ane-sim: usable"));
     if !cfg!(target_vendor = "apple") {
         assert!(text.contains("no ANE is present on this machine"), "{text}");

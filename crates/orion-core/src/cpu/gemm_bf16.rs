@@ -84,6 +84,19 @@ pub fn available() -> bool {
     }
 }
 
+/// Which kernel `--products bf16` runs on this CPU, in words (for `orion doctor` and benchmark
+/// notes): AMX tiles (contractions of a multiple of 32 steps) with AVX512_BF16 for the rest,
+/// AVX512_BF16 alone, or none (f32 products).
+pub fn kernel_description() -> &'static str {
+    if !available() {
+        "none (no AVX512_BF16: products run in f32)"
+    } else if gemm_amx::available() {
+        "AMX tiles (tdpbf16ps) for contractions of a multiple of 32 steps, AVX512_BF16 (vdpbf16ps) otherwise"
+    } else {
+        "AVX512_BF16 (vdpbf16ps)"
+    }
+}
+
 /// `C = A · B` (`C += A · B` when `accumulate`) with `A [m, k]` and `B [k, n]` at any strides
 /// ([`MatRef`]) rounded to bfloat16, and row-major `C [m, n]` (`ldc`), on up to `threads` rayon
 /// tasks. Returns `Ok(false)` without touching `C` when the CPU lacks AVX512_BF16.

@@ -76,9 +76,11 @@ use storage::{Buf, View};
 /// head): `gemm_f32`/`gemm_f32_strided` (through `gemm`, or the AVX-512 kernel below 128 rows),
 /// `gemm_f32_crate` (always `gemm`: the baseline), `gemv` (single-row products) and the
 /// fused `softmax_cross_entropy`; `avx512_gemm_available` tells whether this CPU runs the AVX-512
-/// kernel (and so whether plans pack their constant weights).
+/// kernel (and so whether plans pack their constant weights), `bf16_product_kernel` which kernel
+/// `ProductPrecision::Bf16` runs on it.
 pub mod kernels {
     pub use super::gemm_bf16::available as bf16_products_available;
+    pub use super::gemm_bf16::kernel_description as bf16_product_kernel;
     pub use super::gemm_kernel::available as avx512_gemm_available;
     pub use super::gemv::{gemv, many_rows_kernel_available, MatrixRows};
     pub use super::loss::softmax_cross_entropy;
