@@ -15,8 +15,8 @@
 //! its own panels, each chunk of 16 pairs of its 32 rows two contiguous 1 KB tiles (packed by
 //! `gemm_bf16`; rows 64 bytes apart ran the inner loop 3.2× faster than rows a block apart).
 //! Whole tiles of `C` are loaded and stored in place; tiles at a right or bottom edge go through
-//! a 32 × 32 buffer. A contraction whose pairs are not a multiple of 16 is left to the AVX-512
-//! kernel (the caller checks [`fits`]).
+//! a 32 × 32 buffer. A contraction whose pairs are not a multiple of 16 is not run here whole
+//! (the caller checks [`fits`]; `gemm_bf16` splits off the last steps for the AVX-512 kernel).
 //!
 //! Linux hands out the tile registers only to processes that ask (`arch_prctl` with
 //! `ARCH_REQ_XCOMP_PERM`); [`available`] asks once. Setting `ORION_AMX=0` in the environment

@@ -24,7 +24,9 @@
 //! smaller operand and by row ranges otherwise, as in [`super::gemm_kernel`].
 //!
 //! Where the CPU has AMX and `k` is a multiple of 32 (whole chunks of 16 pairs, as in every
-//! product of the models here but GPT-2's vocabulary contraction), tiles are 32 × 32 and run on
+//! product of the models here but GPT-2's vocabulary contraction; [`gemm_bf16`] runs any other
+//! `k` of 32 or more as its whole chunks there and its last steps, accumulating, on the AVX-512
+//! kernel), tiles are 32 × 32 and run on
 //! [`super::gemm_amx`] instead: the same strips of `B`, panels of `A` of 32 rows laid out as
 //! the kernel's tiles, and blocks of up to `KP_AMX` pairs in whole chunks.
 //!
@@ -91,7 +93,7 @@ pub fn kernel_description() -> &'static str {
     if !available() {
         "none (no AVX512_BF16: products run in f32)"
     } else if gemm_amx::available() {
-        "AMX tiles (tdpbf16ps) for contractions of a multiple of 32 steps, AVX512_BF16 (vdpbf16ps) otherwise"
+        "AMX tiles (tdpbf16ps) for whole chunks of 32 contraction steps, AVX512_BF16 (vdpbf16ps) for the rest"
     } else {
         "AVX512_BF16 (vdpbf16ps)"
     }
@@ -113,6 +115,25 @@ pub(crate) fn gemm_bf16(
 ) -> Result<bool> {
     if m > 0 && n > 0 && k > 0 && (k - 1) * b.rs + (n - 1) * b.cs >= b.data.len() {
         return Err(shape_error("right operand too small", (m, n, k)));
+    }
+    // On AMX, a contraction that is not whole chunks runs its whole chunks there and the last
+    // steps (fewer than 32) on the AVX-512 kernel, accumulating.
+    let whole = k / (2 * gemm_amx::CHUNK_PAIRS) * (2 * gemm_amx::CHUNK_PAIRS);
+    if whole > 0 && whole < k && uses_amx(whole) && m > 0 && n > 0 {
+        if (m - 1) * a.rs + (k - 1) * a.cs >= a.data.len() {
+            return Err(shape_error("left operand too small", (m, n, k)));
+        }
+        let right = Right::Operand(Operand::of(b));
+        multiply(c, ldc, a, right, (m, n, whole), (accumulate, threads), None)?;
+        let a_rest = MatRef {
+            data: &a.data[whole * a.cs..],
+            ..a
+        };
+        let b_rest = Right::Operand(Operand::of(MatRef {
+            data: &b.data[whole * b.rs..],
+            ..b
+        }));
+        return multiply(c, ldc, a_rest, b_rest, (m, n, k - whole), (true, threads), None);
     }
     multiply(
         c,
@@ -142,7 +163,21 @@ pub(crate) fn gemm_packed_pairs(
     epilogue: Option<&RowEpilogue<'_>>,
 ) -> Result<bool> {
     let right = Right::Packed(aligned(&b.words).as_ptr());
-    multiply(c, ldc, a, right, (m, b.n, b.k), (accumulate, threads), epilogue)
+    let Some(rest) = &b.rest else {
+        return multiply(c, ldc, a, right, (m, b.n, b.k), (accumulate, threads), epilogue);
+    };
+    // Whole chunks on AMX, then the last steps, accumulating, and the epilogue after them.
+    let k = b.k + rest.k;
+    if m > 0 && (m - 1) * a.rs + (k - 1) * a.cs >= a.data.len() {
+        return Err(shape_error("left operand too small", (m, b.n, k)));
+    }
+    multiply(c, ldc, a, right, (m, b.n, b.k), (accumulate, threads), None)?;
+    let a_rest = MatRef {
+        data: &a.data[b.k * a.cs..],
+        ..a
+    };
+    let right_rest = Right::Packed(aligned(&rest.words).as_ptr());
+    multiply(c, ldc, a_rest, right_rest, (m, b.n, rest.k), (true, threads), epilogue)
 }
 
 /// Checks the destination and the left operand (the right one was checked by the caller, or by
@@ -216,12 +251,16 @@ fn shape_error(what: &str, (m, n, k): (usize, usize, usize)) -> crate::error::Co
 /// A constant right operand `B [k, n]` rounded and packed once, when its plan is built, into the
 /// strips the kernel reads: for each block of [`block_pairs`] pairs from `q0` (the last `kp` pairs
 /// or fewer), the strips of all `n` columns follow one another, strip `s` holding its `kp` rows of
-/// `NR` words at `q0·strips·NR + s·kp·NR` (columns past `n` zero).
+/// `NR` words at `q0·strips·NR + s·kp·NR` (columns past `n` zero). On AMX, a `k` of 32 or more
+/// that is not whole chunks is packed as its whole chunks (`k` of this packing) and the steps after
+/// them (`rest`), as [`gemm_bf16`] splits an unpacked product, so both give the same bits.
 pub(crate) struct PackedPairs {
     k: usize,
     n: usize,
     /// The strips, from the first 64-byte boundary (`LINE` spare words).
     words: Vec<u32>,
+    /// The last steps of `B`, packed on their own (see above).
+    rest: Option<Box<PackedPairs>>,
 }
 
 impl PackedPairs {
@@ -242,6 +281,15 @@ impl PackedPairs {
         if !available() {
             return Ok(None);
         }
+        let whole = k / (2 * gemm_amx::CHUNK_PAIRS) * (2 * gemm_amx::CHUNK_PAIRS);
+        if whole > 0 && whole < k && uses_amx(whole) {
+            let main = Self::pack(src, (rs, cs), (whole, n))?;
+            let rest = Self::pack(&src[whole * rs..], (rs, cs), (k - whole, n))?;
+            return Ok(main.zip(rest).map(|(main, rest)| PackedPairs {
+                rest: Some(Box::new(rest)),
+                ..main
+            }));
+        }
         let (pairs, per_block, strips) = (k.div_ceil(2), block_pairs(k), n.div_ceil(NR));
         let mut words = vec![0u32; pairs * strips * NR + LINE];
         aligned_mut(&mut words)[..pairs * strips * NR]
@@ -260,7 +308,12 @@ impl PackedPairs {
                 // block's strips, and the CPU has the kernel's features.
                 unsafe { pack_right(b, k, (q0, kp), (0, n), &mut gathered, part) };
             });
-        Ok(Some(PackedPairs { k, n, words }))
+        Ok(Some(PackedPairs {
+            k,
+            n,
+            words,
+            rest: None,
+        }))
     }
 }
 
