@@ -87,7 +87,7 @@ pub fn available() -> bool {
 }
 
 /// Which kernel `--products bf16` runs on this CPU, in words (for `orion doctor` and benchmark
-/// notes): AMX tiles (contractions of a multiple of 32 steps) with AVX512_BF16 for the rest,
+/// notes): AMX tiles (whole chunks of 32 contraction steps) with AVX512_BF16 for the rest,
 /// AVX512_BF16 alone, or none (f32 products).
 pub fn kernel_description() -> &'static str {
     if !available() {
