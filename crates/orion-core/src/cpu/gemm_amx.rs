@@ -12,8 +12,8 @@
 //! tile's 2 × 2 blocks of 16 × 16 f32), two of `A` (16 rows × 16 pairs) and two of `B` (16 pairs ×
 //! 16 columns). `B` is read straight from the strips [`super::gemm_bf16`] packs for its AVX-512
 //! kernel (pair q's 32 words at `q·32`: rows of 128 bytes, the two halves two tiles); `A` needs
-//! its own panels, each chunk of 16 pairs of its 32 rows two contiguous 1 KB tiles (packed by
-//! `gemm_bf16`; rows 64 bytes apart ran the inner loop 3.2× faster than rows a block apart).
+//! its own panels, each chunk of 16 pairs of its 32 rows two contiguous 1 KB tiles ([`pack_panels`];
+//! rows 64 bytes apart ran the inner loop 3.2× faster than rows a block apart).
 //! Whole tiles of `C` are loaded and stored in place; tiles at a right or bottom edge go through
 //! a 32 × 32 buffer. A contraction whose pairs are not a multiple of 16 is not run here whole
 //! (the caller checks [`fits`]; `gemm_bf16` splits off the last steps for the AVX-512 kernel).
@@ -23,7 +23,7 @@
 //! keeps the AVX-512 kernel (to compare the two on one machine).
 //!
 //! Unsafe: inline assembly (`ldtilecfg`, `tileloadd`, `tdpbf16ps`, `tilestored`, `tilerelease`)
-//! and raw pointers. The tile registers are touched only between [`TileConfig::load`] and
+//! and raw pointers (the kernel, and the panel packing's reads of `A`). The tile registers are touched only between [`TileConfig::load`] and
 //! [`TileConfig::release`] on one thread; nothing Rust generates uses them. Each load and store
 //! reads or writes 16 rows of 64 bytes at the given stride, which the callers' bounds (each
 //! function's safety section) cover.
@@ -33,6 +33,8 @@
 //! may differ from the AVX-512 kernel's in the last bits: the instruction's internal order is the
 //! hardware's).
 #![allow(unsafe_code)]
+
+use super::bf16_pack::{pack_lines_to_tiles, pack_steps_to_lines, round_pairs};
 
 /// Rows (and columns) of `C` in one tile call.
 pub(super) const TILE: usize = 32;
@@ -195,6 +197,66 @@ impl AmxTile {
 
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn run_on(&self, _c: *mut f32, _ldc: usize, _accumulate: bool) {}
+}
+
+/// Packs pairs `q0..q0 + kp` of rows `r0..r1` of `A` (element (r, p) at `data + r·rs + p·cs`) into
+/// this kernel's panels of 32 rows, each a run of chunks of 16 pairs, each chunk the 32 rows' 16
+/// words one row after another (two 1 KB tiles): row i's pair q at `t·32·kp + (q / 16)·512 + i·16
+/// + q % 16` in panel `t` (rows past `r1` zero). `kp` is a multiple of 16 and every step exists.
+///
+/// # Safety
+/// Rows `r0..r1` and steps `2·q0..2·(q0 + kp)` lie inside the checked operand; `words` holds
+/// the panels; AVX512_BF16 is available.
+pub(super) unsafe fn pack_panels(
+    (data, rs, cs): (*const f32, usize, usize),
+    (r0, r1): (usize, usize),
+    (q0, kp): (usize, usize),
+    gathered: &mut [f32],
+    words: &mut [u32],
+) {
+    let (tile, chunk) = (TILE, CHUNK_PAIRS);
+    let chunk_words = tile * chunk;
+    for (t, r) in (r0..r1).step_by(tile).enumerate() {
+        let rows = tile.min(r1 - r);
+        let panel = &mut words[t * kp * tile..(t + 1) * kp * tile];
+        for block in panel.chunks_mut(chunk_words) {
+            block[rows * chunk..].fill(0);
+        }
+        if rs == 1 && cs != 1 {
+            continue;
+        }
+        if cs == 1 {
+            // Each row is a line over the steps.
+            let first = data.add(r * rs + 2 * q0);
+            pack_lines_to_tiles(first, (rs, rows), kp, (panel.as_mut_ptr(), chunk_words));
+            continue;
+        }
+        for i in 0..rows {
+            let values = &mut gathered[..2 * kp];
+            let from = data.add((r + i) * rs + 2 * q0 * cs);
+            for (p, value) in values.iter_mut().enumerate() {
+                *value = *from.add(p * cs);
+            }
+            for (c, steps) in values.chunks(2 * chunk).enumerate() {
+                let at = c * chunk_words + i * chunk;
+                round_pairs(steps, &mut panel[at..at + chunk]);
+            }
+        }
+    }
+    if rs == 1 && cs != 1 {
+        // Each step's rows lie side by side: one chunk of pairs across all the rows at a time,
+        // 16 rows by 16, so the reads of one step follow one another in memory.
+        for c0 in (0..kp).step_by(chunk) {
+            for (t, r) in (r0..r1).step_by(tile).enumerate() {
+                let rows = tile.min(r1 - r);
+                for g in (0..rows).step_by(16) {
+                    let first = data.add(r + g + 2 * (q0 + c0) * cs);
+                    let to = words.as_mut_ptr().add(t * kp * tile + c0 * tile + g * chunk);
+                    pack_steps_to_lines(first, (cs, 16.min(rows - g)), chunk, (to, chunk));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]

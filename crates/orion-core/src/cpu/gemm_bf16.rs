@@ -43,7 +43,7 @@
 //! `Ok(false)` and the caller computes the product in f32.
 #![allow(unsafe_code)]
 
-use super::bf16_pack::{pack_lines, pack_lines_to_tiles, pack_steps, pack_steps_to_lines, round_pairs};
+use super::bf16_pack::{pack_lines, pack_steps, round_pairs};
 use super::gemm_amx::{self, AmxTile, TileConfig};
 use super::gemm_kernel::RowEpilogue;
 use super::gemm_shared::{lane_masks, split_destination};
@@ -570,7 +570,8 @@ impl Product<'_> {
         words: &mut [u32],
     ) {
         if self.amx {
-            self.pack_left_rows((r0, r1), (q0, kp), gathered, words);
+            let a = (self.a.data, self.a.rs, self.a.cs);
+            gemm_amx::pack_panels(a, (r0, r1), (q0, kp), gathered, words);
             return;
         }
         let (a, k) = (self.a, self.k);
@@ -597,68 +598,6 @@ impl Product<'_> {
                     }
                 }
                 round_pairs(values, panel_words);
-            }
-        }
-    }
-}
-
-impl Product<'_> {
-    /// [`Product::pack_left`] for the AMX kernel: panels of 32 rows, each a run of chunks of 16
-    /// pairs, each chunk the 32 rows' 16 words one row after another (two 1 KB tiles): row i's
-    /// pair q at `t·32·kp + (q / 16)·512 + i·16 + q % 16` in panel `t` (rows past `r1` zero). `k`
-    /// is even and `kp` a multiple of 16 here.
-    ///
-    /// # Safety
-    /// As [`Product::pack_left`].
-    unsafe fn pack_left_rows(
-        &self,
-        (r0, r1): (usize, usize),
-        (q0, kp): (usize, usize),
-        gathered: &mut [f32],
-        words: &mut [u32],
-    ) {
-        let a = self.a;
-        let (tile, chunk) = (gemm_amx::TILE, gemm_amx::CHUNK_PAIRS);
-        let chunk_words = tile * chunk;
-        for (t, r) in (r0..r1).step_by(tile).enumerate() {
-            let rows = tile.min(r1 - r);
-            let panel = &mut words[t * kp * tile..(t + 1) * kp * tile];
-            for block in panel.chunks_mut(chunk_words) {
-                block[rows * chunk..].fill(0);
-            }
-            if a.rs == 1 && a.cs != 1 {
-                continue;
-            }
-            if a.cs == 1 {
-                // Each row is a line over the steps.
-                let first = a.data.add(r * a.rs + 2 * q0);
-                pack_lines_to_tiles(first, (a.rs, rows), kp, (panel.as_mut_ptr(), chunk_words));
-                continue;
-            }
-            for i in 0..rows {
-                let values = &mut gathered[..2 * kp];
-                let from = a.data.add((r + i) * a.rs + 2 * q0 * a.cs);
-                for (p, value) in values.iter_mut().enumerate() {
-                    *value = *from.add(p * a.cs);
-                }
-                for (c, steps) in values.chunks(2 * chunk).enumerate() {
-                    let at = c * chunk_words + i * chunk;
-                    round_pairs(steps, &mut panel[at..at + chunk]);
-                }
-            }
-        }
-        if a.rs == 1 && a.cs != 1 {
-            // Each step's rows lie side by side: one chunk of pairs across all the rows at a time,
-            // 16 rows by 16, so the reads of one step follow one another in memory.
-            for c0 in (0..kp).step_by(chunk) {
-                for (t, r) in (r0..r1).step_by(tile).enumerate() {
-                    let rows = tile.min(r1 - r);
-                    for g in (0..rows).step_by(16) {
-                        let first = a.data.add(r + g + 2 * (q0 + c0) * a.cs);
-                        let to = words.as_mut_ptr().add(t * kp * tile + c0 * tile + g * chunk);
-                        pack_steps_to_lines(first, (a.cs, 16.min(rows - g)), chunk, (to, chunk));
-                    }
-                }
             }
         }
     }
