@@ -116,24 +116,13 @@ pub(crate) fn gemm_bf16(
     if m > 0 && n > 0 && k > 0 && (k - 1) * b.rs + (n - 1) * b.cs >= b.data.len() {
         return Err(shape_error("right operand too small", (m, n, k)));
     }
-    // On AMX, a contraction that is not whole chunks runs its whole chunks there and the last
-    // steps (fewer than 32) on the AVX-512 kernel, accumulating.
-    let whole = k / (2 * gemm_amx::CHUNK_PAIRS) * (2 * gemm_amx::CHUNK_PAIRS);
-    if whole > 0 && whole < k && uses_amx(whole) && m > 0 && n > 0 {
-        if (m - 1) * a.rs + (k - 1) * a.cs >= a.data.len() {
-            return Err(shape_error("left operand too small", (m, n, k)));
-        }
-        let right = Right::Operand(Operand::of(b));
-        multiply(c, ldc, a, right, (m, n, whole), (accumulate, threads), None)?;
-        let a_rest = MatRef {
-            data: &a.data[whole * a.cs..],
-            ..a
-        };
-        let b_rest = Right::Operand(Operand::of(MatRef {
+    if let Some(whole) = amx_whole_steps(k).filter(|_| m > 0 && n > 0) {
+        let b_rest = MatRef {
             data: &b.data[whole * b.rs..],
             ..b
-        }));
-        return multiply(c, ldc, a_rest, b_rest, (m, n, k - whole), (true, threads), None);
+        };
+        let rights = (Right::Operand(Operand::of(b)), Right::Operand(Operand::of(b_rest)));
+        return multiply_split(c, ldc, a, rights, (m, n, whole, k), (accumulate, threads), None);
     }
     multiply(
         c,
@@ -166,18 +155,44 @@ pub(crate) fn gemm_packed_pairs(
     let Some(rest) = &b.rest else {
         return multiply(c, ldc, a, right, (m, b.n, b.k), (accumulate, threads), epilogue);
     };
-    // Whole chunks on AMX, then the last steps, accumulating, and the epilogue after them.
-    let k = b.k + rest.k;
-    if m > 0 && (m - 1) * a.rs + (k - 1) * a.cs >= a.data.len() {
-        return Err(shape_error("left operand too small", (m, b.n, k)));
+    let rights = (right, Right::Packed(aligned(&rest.words).as_ptr()));
+    let dims = (m, b.n, b.k, b.k + rest.k);
+    multiply_split(c, ldc, a, rights, dims, (accumulate, threads), epilogue)
+}
+
+/// The steps of a `k`-step contraction that run on AMX when the rest (fewer than 32) runs on the
+/// AVX-512 kernel: `Some` on AMX for a `k` of 32 or more that is not whole chunks.
+fn amx_whole_steps(k: usize) -> Option<usize> {
+    let chunk_steps = 2 * gemm_amx::CHUNK_PAIRS;
+    let whole = k / chunk_steps * chunk_steps;
+    (whole > 0 && whole < k && uses_amx(whole)).then_some(whole)
+}
+
+/// `C = A · B` over `k` steps as two products: the first `whole` steps with `main` (on AMX), then
+/// the rest with `rest`, accumulating, and the epilogue after it.
+fn multiply_split(
+    c: &mut [f32],
+    ldc: usize,
+    a: MatRef<'_>,
+    (main, rest): (Right, Right),
+    (m, n, whole, k): (usize, usize, usize, usize),
+    (accumulate, threads): (bool, usize),
+    epilogue: Option<&RowEpilogue<'_>>,
+) -> Result<bool> {
+    if m == 0 || n == 0 {
+        return Ok(available());
     }
-    multiply(c, ldc, a, right, (m, b.n, b.k), (accumulate, threads), None)?;
+    if (m - 1) * a.rs + (k - 1) * a.cs >= a.data.len() {
+        return Err(shape_error("left operand too small", (m, n, k)));
+    }
+    if !multiply(c, ldc, a, main, (m, n, whole), (accumulate, threads), None)? {
+        return Ok(false);
+    }
     let a_rest = MatRef {
-        data: &a.data[b.k * a.cs..],
+        data: &a.data[whole * a.cs..],
         ..a
     };
-    let right_rest = Right::Packed(aligned(&rest.words).as_ptr());
-    multiply(c, ldc, a_rest, right_rest, (m, b.n, rest.k), (true, threads), epilogue)
+    multiply(c, ldc, a_rest, rest, (m, n, k - whole), (true, threads), epilogue)
 }
 
 /// Checks the destination and the left operand (the right one was checked by the caller, or by
@@ -281,8 +296,7 @@ impl PackedPairs {
         if !available() {
             return Ok(None);
         }
-        let whole = k / (2 * gemm_amx::CHUNK_PAIRS) * (2 * gemm_amx::CHUNK_PAIRS);
-        if whole > 0 && whole < k && uses_amx(whole) {
+        if let Some(whole) = amx_whole_steps(k) {
             let main = Self::pack(src, (rs, cs), (whole, n))?;
             let rest = Self::pack(&src[whole * rs..], (rs, cs), (k - whole, n))?;
             return Ok(main.zip(rest).map(|(main, rest)| PackedPairs {

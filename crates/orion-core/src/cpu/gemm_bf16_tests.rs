@@ -288,4 +288,29 @@ fn packed_operands_give_the_same_bits_and_run_the_epilogue() {
         }
     }
     assert!(PackedPairs::pack(&[1.0; 4], (2, 1), (3, 2)).is_err());
+    // No rows: nothing to do, also for a packing split into whole chunks and a rest (k = 40 on
+    // AMX), and an empty left operand is not read.
+    let packed = PackedPairs::pack(&values(40 * 3, 23), (3, 1), (40, 3))
+        .expect("fits")
+        .expect("available");
+    let empty = MatRef {
+        data: &[],
+        rs: 40,
+        cs: 1,
+    };
+    assert!(gemm_packed_pairs(&mut [], 3, empty, &packed, 0, (false, 2), None).unwrap());
+    assert!(gemm_bf16(
+        &mut [],
+        3,
+        empty,
+        MatRef {
+            data: &values(120, 24),
+            rs: 3,
+            cs: 1
+        },
+        (0, 3, 40),
+        false,
+        2
+    )
+    .unwrap());
 }
