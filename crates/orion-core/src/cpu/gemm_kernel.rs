@@ -9,10 +9,15 @@
 //! (64-byte aligned, zero-padded) — or, packed beforehand, read where it lies — and the block of
 //! `A` into panels of `MR` rows; a micro-kernel keeps an `MR × 32` tile of `C` in 24 vector
 //! registers, broadcasting one `A` value per row and loading two `B` vectors per step. While the
-//! first panel runs over a packed strip, the kernel prefetches the next strip (the hardware
-//! prefetcher stops at page edges), each tile prefetches the next tile's destination, and the
-//! second half of each block's tiles prefetches the next block of `A` (in prefill its rows were
-//! mostly just written by the other core: 3–5 % on GPT-2's 128-row products measured that way). Work is
+//! panels run over a packed strip, each prefetches its share of the next strip (the hardware
+//! prefetcher stops at page edges) and the next tile's destination, one row or line every few
+//! steps; the second half of each block's tiles prefetches the next block of `A` (in prefill its
+//! rows were mostly just written by the other core: 3–5 % on GPT-2's 128-row products measured
+//! that way). Spreading the prefetches (the first panel used to fetch the whole next strip, and
+//! each tile its successor's destination, in a burst of requests that held up its own loads) and
+//! packing row-major `A` a cache line of every row at a time (instead of a row at a time, which
+//! waited on each row's misses in turn) took GPT-2's 128-token prefill program from 107–112 to
+//! 94–98 ms (median of 10 runs, four alternated rounds, Intel Xeon, 2026-11-29). Work is
 //! split across rayon tasks by column ranges when `A` is the smaller operand (each task streams
 //! its own part of `B`) and by row blocks otherwise. A packed product may carry an epilogue, which
 //! each task applies to its row parts of `C` once they are complete (see `super::epilogue`).
@@ -458,13 +463,20 @@ impl Product<'_> {
                     for s in 0..strip_count {
                         let j = jc + s * NR;
                         let strip = strips.add(s * kc * NR);
-                        // While the first panel runs over a packed strip, the next strip in memory
-                        // is fetched into cache (the hardware prefetcher stops at page edges).
-                        let mut next = match self.b {
+                        // While the panels run over a packed strip, the next strip in memory is
+                        // fetched into cache, a share of its rows by each panel (the hardware
+                        // prefetcher stops at page edges; all of it during the first panel
+                        // asked for the whole strip at once and left the memory idle meanwhile).
+                        let next = match self.b {
                             Right::Packed(..) => strip.wrapping_add(kc * NR),
                             Right::Rows(..) => std::ptr::null(),
                         };
-                        for (panel, r) in aligned(&packed.a).chunks_exact(KC * MR).zip((r0..r1).step_by(MR)) {
+                        let share = kc.div_ceil((r1 - r0).div_ceil(MR));
+                        for (q, (panel, r)) in aligned(&packed.a)
+                            .chunks_exact(KC * MR)
+                            .zip((r0..r1).step_by(MR))
+                            .enumerate()
+                        {
                             // The destination of the tile after this one, fetched meanwhile.
                             let next_c = if r + MR < r1 {
                                 self.c.0.wrapping_add((r + MR) * self.ldc + j)
@@ -481,11 +493,15 @@ impl Product<'_> {
                                 ldc: self.ldc,
                                 masks: lane_masks::<VECS>(NR.min(jc + nc - j)),
                                 accumulate,
-                                prefetch: next,
+                                prefetch: if next.is_null() {
+                                    (next, 0)
+                                } else {
+                                    let first = (q * share).min(kc);
+                                    (next.wrapping_add(first * NR), share.min(kc - first))
+                                },
                                 next_c,
                             };
                             tile.run(strip);
-                            next = std::ptr::null();
                             ahead.step();
                         }
                     }
@@ -553,16 +569,29 @@ impl Product<'_> {
                 }
                 continue;
             }
+            if cs == 1 {
+                // Row-major `A`: a cache line of each of the panel's rows at a time, so the
+                // rows' lines are fetched together (one row after the other waited on each
+                // row's misses in turn), then written out step by step.
+                let mut lines = [[0.0f32; LINE]; MR];
+                for p in (0..kc).step_by(LINE) {
+                    let width = LINE.min(kc - p);
+                    for (i, line) in lines.iter_mut().enumerate().take(rows) {
+                        let row = self.a.add((r + i) * rs + p0 + p);
+                        line[..width].copy_from_slice(std::slice::from_raw_parts(row, width));
+                    }
+                    for (t, step) in panel[p * MR..].chunks_exact_mut(MR).take(width).enumerate() {
+                        for (dst, line) in step.iter_mut().zip(&lines).take(rows) {
+                            *dst = line[t];
+                        }
+                    }
+                }
+                continue;
+            }
             for i in 0..rows {
                 let row = self.a.add((r + i) * rs + p0 * cs);
-                if cs == 1 {
-                    for (p, &v) in std::slice::from_raw_parts(row, kc).iter().enumerate() {
-                        panel[p * MR + i] = v;
-                    }
-                } else {
-                    for p in 0..kc {
-                        panel[p * MR + i] = *row.add(p * cs);
-                    }
+                for p in 0..kc {
+                    panel[p * MR + i] = *row.add(p * cs);
                 }
             }
         }
@@ -656,10 +685,11 @@ struct Tile {
     ldc: usize,
     masks: [u16; VECS],
     accumulate: bool,
-    /// When not null: `kc` rows of `NR` values to prefetch, one row per step (never read).
-    prefetch: *const f32,
-    /// When not null: the next tile's destination (`MR` rows `ldc` apart), prefetched during the
-    /// first `2·MR` steps, one cache line per step (never read here).
+    /// Rows of `NR` values to prefetch (the tile's share of the next strip), spread over the
+    /// steps (never read).
+    prefetch: (*const f32, usize),
+    /// When not null: the next tile's destination (`MR` rows `ldc` apart), its `2·MR` cache lines
+    /// prefetched spread over the steps (never read here).
     next_c: *mut f32,
 }
 
@@ -707,16 +737,7 @@ unsafe fn tile<const R: usize>(t: &Tile, strip: *const f32) {
             }
         }
     }
-    for p in 0..t.kc {
-        if !t.prefetch.is_null() {
-            // Prefetching never faults, whatever the address.
-            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add(p * NR).cast());
-            _mm_prefetch::<_MM_HINT_T1>(t.prefetch.wrapping_add(p * NR + 16).cast());
-        }
-        if !t.next_c.is_null() && p < 2 * MR {
-            let line = t.next_c.wrapping_add((p / 2) * t.ldc + (p % 2) * 16);
-            _mm_prefetch::<_MM_HINT_T0>(line.cast_const().cast());
-        }
+    let step = |acc: &mut [[__m512; VECS]; R], p: usize| {
         let row = strip.add(p * NR);
         let b: [__m512; VECS] = std::array::from_fn(|v| _mm512_load_ps(row.add(v * 16)));
         for (i, acc_row) in acc.iter_mut().enumerate() {
@@ -725,6 +746,32 @@ unsafe fn tile<const R: usize>(t: &Tile, strip: *const f32) {
                 *lanes = _mm512_fmadd_ps(a, bv, *lanes);
             }
         }
+    };
+    // The prefetches (rows of the next strip, lines of the next destination), spread evenly over
+    // the steps: one of each every `spacing` steps (issued together, they filled the line fill
+    // buffers and held up the tile's own loads).
+    let (ahead, ahead_rows) = (t.prefetch.0, t.prefetch.1.min(t.kc));
+    let c_lines = if t.next_c.is_null() { 0 } else { 2 * MR };
+    let events = ahead_rows.max(c_lines);
+    let spacing = t.kc / events.max(1);
+    let mut p = 0;
+    for event in 0..events {
+        // Prefetching never faults, whatever the address.
+        if event < ahead_rows {
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(event * NR).cast());
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(event * NR + 16).cast());
+        }
+        if event < c_lines {
+            let line = t.next_c.wrapping_add((event / 2) * t.ldc + (event % 2) * 16);
+            _mm_prefetch::<_MM_HINT_T0>(line.cast_const().cast());
+        }
+        for q in p..p + spacing {
+            step(&mut acc, q);
+        }
+        p += spacing;
+    }
+    for q in p..t.kc {
+        step(&mut acc, q);
     }
     for (i, row) in acc.iter().enumerate() {
         for (v, &lanes) in row.iter().enumerate() {
