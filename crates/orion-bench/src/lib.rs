@@ -36,6 +36,12 @@ pub fn run(options: &BenchOptions) -> Result<BenchRun> {
         Suite::Training => training::run_training(&plan),
         Suite::Compile => compile::run_compile(&plan),
     }?;
+    if plan.config.suite == Suite::Inference && plan.config.device == Device::Cpu {
+        run.notes.push(format!(
+            "cpu matrix-vector products: {}",
+            orion_core::cpu::kernels::gemv_kernel()
+        ));
+    }
     if plan.config.products == ProductsChoice::Bf16 {
         if orion_core::cpu::kernels::bf16_products_available() {
             run.notes.push(format!(

@@ -26,6 +26,12 @@ fn doctor_reports_devices_and_exits_zero() {
         orion_core::cpu::kernels::bf16_product_kernel()
     );
     assert!(text.contains(&bf16), "{text}");
+    // And the matrix-vector kernel (its reading of rows is chosen per CPU vendor).
+    let gemv = format!(
+        "cpu matrix-vector products: {}",
+        orion_core::cpu::kernels::gemv_kernel()
+    );
+    assert!(text.contains(&gemv), "{text}");
     assert!(text.contains("device ane-sim: usable"));
     if !cfg!(target_vendor = "apple") {
         assert!(text.contains("no ANE is present on this machine"), "{text}");

@@ -63,6 +63,10 @@ pub fn doctor_report(host: &HostInfo) -> Vec<String> {
         "cpu --products bf16: {}",
         orion_core::cpu::kernels::bf16_product_kernel()
     ));
+    lines.push(format!(
+        "cpu matrix-vector products: {}",
+        orion_core::cpu::kernels::gemv_kernel()
+    ));
     lines.push("device ane-sim: usable (chips m1, m2, m3, m4, m5)".to_string());
     lines.push(format!(
         "device ane: {}",

@@ -3,23 +3,22 @@
 //! `q · Kᵀ`, or a left matrix times a column vector), f32 or half-precision rows.
 //!
 //! Decode is bound by memory bandwidth (every weight is read once per token), so the kernel reads
-//! one row after another, each front to back as a single stream with four vector accumulators, and
-//! converts half rows in registers (`vcvtph2ps`), reading each weight byte exactly once. On x86-64
-//! the widest kernel the CPU supports is picked at run time (`is_x86_feature_detected!`): AVX-512
+//! each weight byte exactly once and converts half rows in registers (`vcvtph2ps`). On x86-64 the
+//! widest kernel the CPU supports is picked at run time (`is_x86_feature_detected!`): AVX-512
 //! (F/BW/VL with FMA and F16C; masked loads for the last `k % 16` columns), else AVX2+FMA (+F16C);
 //! everywhere else, and on CPUs without those features, a portable kernel with `LANES` independent
 //! accumulators runs (LLVM vectorises it for the baseline target, e.g. NEON on Apple silicon).
 //!
-//! Until 2026-11-27 the kernels read four rows at a time (one accumulator per row, sharing each
-//! load of `x`), with half rows prefetched 4 KB ahead: on the 2-core Xeon that streamed 27.6–28.2
-//! GB/s of f32 rows. On the 2-core AMD EPYC (Zen 4) it streamed only 22–25 GB/s of f32 and 19–20 of
-//! half rows, while llama2.c's one-row-at-a-time loop decoded the same file faster than we did.
-//! One stream per task measured there (a decode-like sequence of 49 matrices, 438 MB of f32 or 219
-//! MB of halves, two threads, alternated runs, median): AVX-512 f32 25.5 → 27.6–32.7 GB/s, half
-//! 19.0–20.4 → 28.9–31.8; AVX2 f32 21.7–23.2 → 26.2–30.8, half 18.3–20.3 → 30.3–32.9. Software
-//! prefetch made the one-stream kernel slower there (half rows 31.9 → 28.5 GB/s), so there is none.
-//! Not measured on the Xeon since. On that EPYC the memory read rate itself moves between 30 and
-//! 49 GB/s within minutes (neighbouring machines), so only alternated runs compare.
+//! How the AVX-512 kernel walks the rows depends on the CPU, because the two measured disagree
+//! (`super::gemv_reading`, with the figures): on AMD, one row after another, each front to back
+//! as a single stream with four accumulators and no software prefetch; on Intel, four rows at a
+//! time sharing each load of `x`, half rows prefetched 2 KB ahead. The AVX2 and portable kernels
+//! read one row at a time. History: until 2026-11-27 every CPU read four rows at a time; on the
+//! 2-core AMD EPYC (Zen 4) that streamed only 22–25 GB/s of f32 and 19–20 of half rows while
+//! llama2.c's one-row loop decoded the same file faster, so the single stream replaced it; on the
+//! 2-core Intel Xeon the single stream then decoded 11–16 % slower (2026-11-29, alternated
+//! `ORION_GEMV` runs of `orion bench inference`: GPT-2 f32 44.9–46.0 → 49.9–53.1 tok/s with
+//! groups, f16 70.0–71.9 → 79.8–82.5, Stories110M 49.9–51.0 → 57.6–58.1), hence the choice.
 //!
 //! The same AVX-512 loop also serves a few left rows at once ([`rows_of_many`], driven by
 //! `super::gemv_rows`): each matrix row is read once per group of 8, 4 or 1 left rows.
@@ -30,6 +29,8 @@
 //! so the order differs from the interpreter's sequential loop (within `Tolerance::F32`).
 #![allow(unsafe_code)]
 
+#[cfg(target_arch = "x86_64")]
+use super::gemv_reading::{gemv_reading, GemvReading};
 use crate::error::Result;
 use crate::interp::exec_error;
 use half::f16;
@@ -60,6 +61,19 @@ impl MatrixRows<'_> {
             MatrixRows::F16(m) => m.len(),
         }
     }
+}
+
+/// Which matrix-vector kernel this CPU runs, for `orion doctor` and benchmark notes.
+pub fn kernel_description() -> String {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        return format!("AVX-512, {}", gemv_reading().describe());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx2_fma() {
+        return "AVX2 and FMA, one row at a time".into();
+    }
+    "portable loop, one row at a time".into()
 }
 
 /// `y[r] = Σ_k matrix[r·stride + k] · x[k]` for every row `r < y.len()`, on up to `threads` rayon
@@ -315,6 +329,9 @@ mod avx512 {
 
     /// Sixteen elements at `p` as f32 (all of them, or only the lanes set in `mask`, the others 0).
     trait Load16: Copy {
+        /// Elements prefetched ahead of the current column when rows are read in groups
+        /// (`super::gemv_reading`); 0: none.
+        const GROUP_PREFETCH: usize;
         /// # Safety
         /// `p..p + 16` must be readable and the CPU must support AVX-512 F/BW/VL.
         unsafe fn load16(p: *const Self) -> __m512;
@@ -324,6 +341,8 @@ mod avx512 {
     }
 
     impl Load16 for f32 {
+        /// f32 row groups streamed faster without (24.9–25.2 GiB/s against 23.0 with 2 KB ahead).
+        const GROUP_PREFETCH: usize = 0;
         #[inline(always)]
         unsafe fn load16(p: *const f32) -> __m512 {
             // SAFETY: the caller guarantees sixteen readable f32s at `p`; the load is unaligned.
@@ -338,6 +357,8 @@ mod avx512 {
     }
 
     impl Load16 for f16 {
+        /// 2 KB: half row groups 16.3–17.0 GiB/s without, 22.1 with 2 KB, 20.6–21.0 with 4 KB.
+        const GROUP_PREFETCH: usize = 1024;
         #[inline(always)]
         unsafe fn load16(p: *const f16) -> __m512 {
             // SAFETY: the caller guarantees sixteen readable halves (32 bytes) at `p`; unaligned.
@@ -350,31 +371,77 @@ mod avx512 {
         }
     }
 
-    /// `y[r] = m[r·stride..r·stride + k] · x` with k = `x.len()`.
+    /// `y[r] = m[r·stride..r·stride + k] · x` with k = `x.len()`, reading the rows as this
+    /// process does ([`super::gemv_reading`]).
     ///
     /// # Safety
     /// [`available`] holds; `m.len() >= (y.len() - 1)·stride + k` when `y` is not empty.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub(super) unsafe fn dot_rows_f32(m: &[f32], stride: usize, x: &[f32], y: &mut [f32]) {
         // SAFETY: forwarded from this function's contract.
-        unsafe { dot_rows(m, stride, x, y) }
+        unsafe { dot_rows_f32_reading(super::gemv_reading(), m, stride, x, y) }
     }
 
     /// As [`dot_rows_f32`] for half-precision rows.
     ///
     /// # Safety
     /// As [`dot_rows_f32`].
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
     pub(super) unsafe fn dot_rows_f16(m: &[f16], stride: usize, x: &[f32], y: &mut [f32]) {
         // SAFETY: forwarded from this function's contract.
-        unsafe { dot_rows(m, stride, x, y) }
+        unsafe { dot_rows_f16_reading(super::gemv_reading(), m, stride, x, y) }
+    }
+
+    /// As [`dot_rows_f32`], reading the rows as `reading` says.
+    ///
+    /// # Safety
+    /// As [`dot_rows_f32`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+    pub(super) unsafe fn dot_rows_f32_reading(
+        reading: super::GemvReading,
+        m: &[f32],
+        stride: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { dot_rows(reading, m, stride, x, y) }
+    }
+
+    /// As [`dot_rows_f16`], reading the rows as `reading` says.
+    ///
+    /// # Safety
+    /// As [`dot_rows_f32`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma,f16c")]
+    pub(super) unsafe fn dot_rows_f16_reading(
+        reading: super::GemvReading,
+        m: &[f16],
+        stride: usize,
+        x: &[f32],
+        y: &mut [f32],
+    ) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { dot_rows(reading, m, stride, x, y) }
+    }
+
+    /// The rows as streams ([`dot_row_streams`]) or in groups ([`dot_row_groups`]).
+    ///
+    /// # Safety
+    /// As [`dot_row_streams`].
+    #[inline(always)]
+    unsafe fn dot_rows<T: Load16>(reading: super::GemvReading, m: &[T], stride: usize, x: &[f32], y: &mut [f32]) {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            match reading {
+                super::GemvReading::RowStreams => dot_row_streams(m, stride, x, y),
+                super::GemvReading::RowGroups => dot_row_groups(m, stride, x, y),
+            }
+        }
     }
 
     /// One row after another, each read front to back as one stream with `ACCUMULATORS` vector
     /// accumulators (64 columns a step, then 16, then the masked tail into the first), so every
     /// row's result comes from the same operations.
     #[inline(always)]
-    unsafe fn dot_rows<T: Load16>(m: &[T], stride: usize, x: &[f32], y: &mut [f32]) {
+    unsafe fn dot_row_streams<T: Load16>(m: &[T], stride: usize, x: &[f32], y: &mut [f32]) {
         let k = x.len();
         let body = k - k % 16;
         let wide = k - k % (16 * ACCUMULATORS);
@@ -409,6 +476,74 @@ mod avx512 {
                 acc[0] = _mm512_fmadd_ps(T::load16_masked(rp.add(body), mask), x_tail, acc[0]);
                 let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
                 *out = _mm512_reduce_add_ps(sum);
+            }
+        }
+    }
+
+    /// Four rows at a time, one accumulator per row sharing each load of `x` (16 columns a step,
+    /// then the masked tail), prefetching `T::GROUP_PREFETCH` elements ahead in every row; the
+    /// last `rows % 4` rows one by one with the same operations, so a row's result does not
+    /// depend on its group.
+    ///
+    /// # Safety
+    /// As [`dot_row_streams`].
+    #[inline(always)]
+    unsafe fn dot_row_groups<T: Load16>(m: &[T], stride: usize, x: &[f32], y: &mut [f32]) {
+        let k = x.len();
+        let rows = y.len();
+        if rows == 0 {
+            return;
+        }
+        debug_assert!(m.len() >= (rows - 1) * stride + k);
+        let whole = rows - rows % 4;
+        // SAFETY: each call reads rows `first..first + R` below `rows`, which the caller
+        // guarantees lie inside `m` (see `row_group`).
+        unsafe {
+            for first in (0..whole).step_by(4) {
+                row_group::<T, 4>(m.as_ptr().add(first * stride), stride, x, &mut y[first..first + 4]);
+            }
+            for r in whole..rows {
+                row_group::<T, 1>(m.as_ptr().add(r * stride), stride, x, &mut y[r..r + 1]);
+            }
+        }
+    }
+
+    /// `y[j] = row j · x` for the `R` rows from `first` (`stride` apart) with one accumulator per
+    /// row: see [`dot_row_groups`].
+    ///
+    /// # Safety
+    /// `R` rows of `x.len()` elements from `first`, `stride` apart, are readable; `y.len() == R`;
+    /// the CPU supports AVX-512 F/BW/VL and F16C.
+    #[inline(always)]
+    unsafe fn row_group<T: Load16, const R: usize>(first: *const T, stride: usize, x: &[f32], y: &mut [f32]) {
+        let k = x.len();
+        let body = k - k % 16;
+        let mask: __mmask16 = ((1u32 << (k % 16)) - 1) as __mmask16;
+        let per_line = 64 / std::mem::size_of::<T>();
+        let xp = x.as_ptr();
+        // SAFETY: full loads read columns `i..i + 16` with `i + 16 <= body <= k`, the masked tail
+        // load only columns `body..k`, of rows inside the readable ones (contract); `x` loads
+        // read within `0..k` the same way. Prefetches never fault (`wrapping_add` keeps the
+        // address arithmetic defined past the matrix).
+        unsafe {
+            let rp: [*const T; R] = std::array::from_fn(|j| first.add(j * stride));
+            let mut acc = [_mm512_setzero_ps(); R];
+            let mut i = 0;
+            while i < body {
+                let xv = _mm512_loadu_ps(xp.add(i));
+                if T::GROUP_PREFETCH > 0 && i % per_line == 0 {
+                    for p in rp {
+                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i + T::GROUP_PREFETCH).cast::<i8>());
+                    }
+                }
+                for (lanes, p) in acc.iter_mut().zip(rp) {
+                    *lanes = _mm512_fmadd_ps(T::load16(p.add(i)), xv, *lanes);
+                }
+                i += 16;
+            }
+            let x_tail = _mm512_maskz_loadu_ps(mask, xp.add(body));
+            for ((out, lanes), p) in y.iter_mut().zip(acc).zip(rp) {
+                *out = _mm512_reduce_add_ps(_mm512_fmadd_ps(T::load16_masked(p.add(body), mask), x_tail, lanes));
             }
         }
     }
@@ -750,6 +885,71 @@ mod tests {
                 // SAFETY: as above, for the halves.
                 unsafe { avx512::dot_rows_f16(&halves, stride, &x, &mut y) };
                 assert_close(&y, &expected, "avx512 f16");
+            }
+        }
+    }
+
+    /// Both readings of the AVX-512 kernel (whichever this CPU uses) against the f64 loop, on
+    /// values whose sums round (so summation order shows), and a row's bits the same whether it
+    /// is computed alone, in a group, or after an odd number of rows.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn both_avx512_readings_match_a_plain_loop_and_give_a_row_the_same_bits_in_any_group() {
+        if !avx512::available() {
+            return;
+        }
+        let inexact = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 31 + seed * 17) as f32 * 0.618_034).sin() * 0.9)
+                .collect()
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (rows, k, pad) in [
+            (1, 1, 0),
+            (3, 7, 0),
+            (4, 16, 1),
+            (5, 33, 3),
+            (9, 300, 2),
+            (13, 47, 0),
+            (8, 1000, 16),
+        ] {
+            let stride = k + pad;
+            let m = inexact((rows - 1) * stride + k, rows);
+            let halves: Vec<f16> = m.iter().map(|&v| f16::from_f32(v)).collect();
+            let widened: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+            let x = inexact(k, k);
+            for reading in [GemvReading::RowStreams, GemvReading::RowGroups] {
+                let run = |first: usize, y: &mut [f32], half: bool| {
+                    let from = first * stride;
+                    // SAFETY: features checked; rows first..first + y.len() lie inside the matrix.
+                    unsafe {
+                        if half {
+                            avx512::dot_rows_f16_reading(reading, &halves[from..], stride, &x, y)
+                        } else {
+                            avx512::dot_rows_f32_reading(reading, &m[from..], stride, &x, y)
+                        }
+                    }
+                };
+                for (half, values) in [(false, &m), (true, &widened)] {
+                    let what = format!("{reading:?} half {half} rows {rows} k {k}");
+                    let mut all = vec![f32::NAN; rows];
+                    run(0, &mut all, half);
+                    let expected = reference(values, stride, &x, rows);
+                    for (r, (a, e)) in all.iter().zip(&expected).enumerate() {
+                        assert!(
+                            (a - e).abs() <= 1e-5 * (k as f32).sqrt() * (1.0 + e.abs()),
+                            "{what} row {r}: {a} vs {e}"
+                        );
+                    }
+                    for (r, value) in all.iter().enumerate() {
+                        let mut alone = [f32::NAN];
+                        run(r, &mut alone, half);
+                        assert_eq!(alone[0].to_bits(), value.to_bits(), "{what}: row {r} alone");
+                    }
+                    let mut later = vec![f32::NAN; rows - 1];
+                    run(1, &mut later, half);
+                    assert_eq!(bits(&later), bits(&all[1..]), "{what}: from row 1");
+                }
             }
         }
     }

@@ -44,6 +44,7 @@ mod gemm_bf16;
 mod gemm_kernel;
 mod gemm_shared;
 mod gemv;
+mod gemv_reading;
 mod gemv_rows;
 mod hot_workers;
 mod huge_pages;
@@ -82,7 +83,8 @@ pub mod kernels {
     pub use super::gemm_bf16::available as bf16_products_available;
     pub use super::gemm_bf16::kernel_description as bf16_product_kernel;
     pub use super::gemm_kernel::available as avx512_gemm_available;
-    pub use super::gemv::{gemv, many_rows_kernel_available, MatrixRows};
+    pub use super::gemv::{gemv, kernel_description as gemv_kernel, many_rows_kernel_available, MatrixRows};
+    pub use super::gemv_reading::{gemv_reading, GemvReading};
     pub use super::loss::softmax_cross_entropy;
     pub use super::matmul::{gemm_f32, gemm_f32_crate, gemm_f32_strided, gemm_with, MatRef};
 }
