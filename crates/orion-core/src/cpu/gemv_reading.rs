@@ -72,8 +72,11 @@ fn for_vendor(vendor: &str) -> GemvReading {
 fn cpu_vendor() -> String {
     #[cfg(target_arch = "x86_64")]
     {
-        // Leaf 0 exists on every x86-64 CPU: the vendor in EBX, EDX, ECX.
-        let leaf = std::arch::x86_64::__cpuid(0);
+        // SAFETY: leaf 0 exists on every x86-64 CPU (the vendor in EBX, EDX, ECX) and reading it
+        // has no side effect. (`__cpuid` is an `unsafe fn` up to Rust 1.90, the crate's minimum
+        // is 1.89, and a safe one in later releases, hence the allowance for an unneeded block.)
+        #[allow(unsafe_code, unused_unsafe)]
+        let leaf = unsafe { std::arch::x86_64::__cpuid(0) };
         let bytes: Vec<u8> = [leaf.ebx, leaf.edx, leaf.ecx]
             .iter()
             .flat_map(|r| r.to_le_bytes())
