@@ -82,6 +82,7 @@ pub(crate) fn block(b: &mut Builder<'_>, x: ValueId, i: usize) -> Result<ValueId
     let attn = b.attend(i, q, k, v)?;
     let attn = b.merge_heads(attn)?;
     let attn = proj(b, attn, &format!("h.{i}.attn.c_proj"))?;
+    let x = b.residual_rows(i, x)?;
     let x = b.g.add(x, attn)?;
     let n2 = norm(b, x, &format!("h.{i}.ln_2"))?;
     let up = proj(b, n2, &format!("h.{i}.mlp.c_fc"))?;

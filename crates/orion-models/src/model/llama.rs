@@ -108,6 +108,7 @@ fn block(b: &mut Builder<'_>, x: ValueId, i: usize, cos: ValueId, sin: ValueId) 
     let attn = b.attend(i, q, k, v)?;
     let attn = b.merge_heads(attn)?;
     let attn = proj(b, attn, &format!("{p}.self_attn.o_proj"))?;
+    let x = b.residual_rows(i, x)?;
     let x = b.g.add(x, attn)?;
     let ffn_norm = b.w(&format!("{p}.post_attention_layernorm.weight"))?;
     let n2 = rms_norm(&mut b.g, x, ffn_norm, b.cfg.norm_eps)?;

@@ -480,9 +480,13 @@ impl<'a> Builder<'a> {
                     .ok_or_else(|| ModelError::Usage("layer decode graph has no cache".into()))?;
                 layer_step::attend_decode(&mut self.g, q, k, v, cache, mask)
             }
-            GraphKind::Prefill { .. } => {
+            GraphKind::Prefill { seq_len } => {
                 self.g.set_output(format!("k.{layer}"), k)?;
                 self.g.set_output(format!("v.{layer}"), v)?;
+                if self.last_row_only(layer) {
+                    let q_last = self.g.slice_axis(q, 1, seq_len - 1, seq_len)?;
+                    return last_query_attention(&mut self.g, q_last, k, v);
+                }
                 Ok(composite::causal_attention(&mut self.g, q, k, v)?)
             }
             GraphKind::Decode { .. } => {
@@ -500,10 +504,30 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// True for the last layer of a prefill graph of several rows: only its keys and values are
+    /// needed for every row (the cache); its attention output, residual adds and MLP only for the
+    /// last row, whose logits are the graph's output. The other rows' would be computed and thrown
+    /// away: on GPT-2's 128-token prefill, 1.4 of its 22.5 GFLOP.
+    pub fn last_row_only(&self, layer: usize) -> bool {
+        matches!(self.kind, GraphKind::Prefill { seq_len } if seq_len > 1) && layer + 1 == self.cfg.n_layers
+    }
+
+    /// The rows of the residual stream `x [T, D]` that layer `layer`'s attention output is added
+    /// to: the last row alone where [`Builder::last_row_only`], all of them otherwise.
+    pub fn residual_rows(&mut self, layer: usize, x: ValueId) -> Result<ValueId> {
+        if !self.last_row_only(layer) {
+            return Ok(x);
+        }
+        let rows = self.g.dims(x)[0];
+        Ok(self.g.slice_axis(x, 0, rows - 1, rows)?)
+    }
+
     /// Final step shared by the families: (last row for prefill) `x · headᵀ` → output `logits`.
     pub fn finish(&mut self, x: ValueId, head: ValueId) -> Result<()> {
+        let rows = self.g.dims(x)[0];
         let x = match self.kind {
-            GraphKind::Prefill { seq_len } => self.g.slice_axis(x, 0, seq_len - 1, seq_len)?,
+            GraphKind::Prefill { .. } if rows > 1 => self.g.slice_axis(x, 0, rows - 1, rows)?,
+            GraphKind::Prefill { .. } => x,
             GraphKind::Forward { .. }
             | GraphKind::Decode { .. }
             | GraphKind::Layer { .. }
@@ -584,6 +608,31 @@ pub fn cached_attention(
     let from_past = g.matmul(parts[0], cache_v, false, false)?;
     let from_current = g.matmul(parts[1], v, false, false)?;
     let out = g.add(from_past, from_current)?;
+    Ok(g.reshape(out, &[heads, 1, head_dim])?)
+}
+
+/// Attention of the last query row against every key (none is hidden from it, so no mask):
+/// `softmax(q·kᵀ/√d)·v` for `q [H, 1, d]` and `k, v [H_kv, T, d]`, the same operations the causal
+/// form applies to that row. Returns `[H, 1, d]`.
+pub fn last_query_attention(g: &mut Graph, q: ValueId, k: ValueId, v: ValueId) -> Result<ValueId> {
+    let (qd, kd) = (g.dims(q), g.dims(k));
+    if qd.len() != 3 || kd.len() != 3 || qd[1] != 1 || g.dims(v) != kd || qd[2] != kd[2] {
+        return Err(ModelError::Usage(format!(
+            "last_query_attention needs q [H,1,d] and k, v [n_kv,T,d]; got {qd:?}, {kd:?}, {:?}",
+            g.dims(v)
+        )));
+    }
+    let (heads, head_dim, kv_heads) = (qd[0], qd[2], kd[0]);
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(ModelError::Usage(format!(
+            "{heads} query heads are not a multiple of {kv_heads} key/value heads"
+        )));
+    }
+    let q = g.reshape(q, &[kv_heads, heads / kv_heads, head_dim])?;
+    let scores = g.matmul(q, k, false, true)?;
+    let scores = g.mul_scalar(scores, 1.0 / (head_dim as f32).sqrt())?;
+    let probs = g.softmax(scores, -1)?;
+    let out = g.matmul(probs, v, false, false)?;
     Ok(g.reshape(out, &[heads, 1, head_dim])?)
 }
 

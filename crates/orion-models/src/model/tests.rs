@@ -131,3 +131,71 @@ fn graphs_of_every_length_share_one_stacked_constant_while_one_holds_it() {
         assert_eq!(stacked_constants(&again, &model).len(), 2 * cfg.n_layers);
     }
 }
+
+/// Rows of the left operand of every product with a constant right operand (a weight), in graph
+/// order.
+fn weight_product_rows(g: &Graph) -> Vec<usize> {
+    g.nodes()
+        .iter()
+        .filter(|n| matches!(n.op, orion_core::Op::MatMul { .. }))
+        .filter(|n| matches!(g.producer(n.inputs[1]).op, orion_core::Op::Const { .. }))
+        .map(|n| g.dims(n.inputs[0])[0])
+        .collect()
+}
+
+#[test]
+fn the_last_layer_of_a_prefill_computes_past_its_keys_and_values_for_the_last_row_only() {
+    for name in ["gpt2", "stories260K"] {
+        let cfg = tiny(name);
+        let model = Model::random(cfg.clone(), 5).unwrap();
+        let t = 6;
+        let prefill = model.prefill_graph(t, DType::F32, WeightMode::Constants).unwrap();
+        let rows = weight_product_rows(&prefill);
+        // Per layer: the stacked q/k/v product, the attention output, then GPT-2's c_fc and c_proj
+        // or Llama's stacked gate/up and down_proj; then the classifier.
+        assert_eq!(rows.len(), 4 * cfg.n_layers + 1, "{name}: {rows:?}");
+        let last_layer = 4 * (cfg.n_layers - 1);
+        assert!(rows[..=last_layer].iter().all(|&r| r == t), "{name}: {rows:?}");
+        assert!(rows[last_layer + 1..].iter().all(|&r| r == 1), "{name}: {rows:?}");
+        // The logits of every prompt length, one token included, are the forward graph's last row.
+        for len in [1, t] {
+            let tokens = token_tensor(&[3, 1, 4, 1, 5, 9][..len], cfg.vocab_size).unwrap();
+            let prefill = model.prefill_graph(len, DType::F32, WeightMode::Constants).unwrap();
+            let got = interpret(&prefill, std::slice::from_ref(&tokens), Precision::F32).unwrap();
+            let logits = got[prefill.outputs().iter().position(|o| o.name == "logits").unwrap()].to_f32_vec();
+            let forward = model.forward_graph(len, DType::F32, WeightMode::Inputs).unwrap();
+            let want = interpret(
+                &forward,
+                &model.bind(&forward, vec![("tokens", tokens)]).unwrap(),
+                Precision::F32,
+            )
+            .unwrap();
+            let last = &want[0].to_f32_vec()[(len - 1) * cfg.vocab_size..];
+            assert_eq!(logits.len(), cfg.vocab_size);
+            for (a, e) in logits.iter().zip(last) {
+                assert!((a - e).abs() < 1e-5, "{name}, {len} tokens: {a} vs {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn last_query_attention_rejects_shapes_it_cannot_attend() {
+    let mut g = Graph::new("attention");
+    let input =
+        |g: &mut Graph, name: &str, dims: &[usize]| g.input(name, TensorType::new(DType::F32, dims.to_vec())).unwrap();
+    let (q, k, v) = (
+        input(&mut g, "q", &[4, 2, 8]),
+        input(&mut g, "k", &[2, 5, 8]),
+        input(&mut g, "v", &[2, 5, 8]),
+    );
+    assert!(last_query_attention(&mut g, q, k, v).is_err(), "two query rows");
+    let q3 = input(&mut g, "q3", &[3, 1, 8]);
+    assert!(
+        last_query_attention(&mut g, q3, k, v).is_err(),
+        "3 heads over 2 key heads"
+    );
+    let q1 = input(&mut g, "q1", &[4, 1, 8]);
+    let out = last_query_attention(&mut g, q1, k, v).unwrap();
+    assert_eq!(g.dims(out), [4, 1, 8]);
+}
