@@ -79,11 +79,40 @@ fn probabilities(
     (batch, kv, group, t, d): (usize, usize, usize, usize, usize),
     masked: bool,
 ) -> (ValueId, ValueId) {
+    probabilities_masked_by(
+        g,
+        (q, k),
+        (batch, kv, group, t, d),
+        masked.then(|| causal_mask_values(t)),
+    )
+}
+
+/// The additive causal mask `[t, t]`, as `composite::causal_mask` makes it.
+fn causal_mask_values(t: usize) -> Vec<f32> {
+    let hidden = |i: usize| i % t > i / t;
+    (0..t * t)
+        .map(|i| {
+            if hidden(i) {
+                orion_core::composite::MASK_VALUE
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// As [`probabilities`], with the additive mask `[t, t]` given by its values.
+fn probabilities_masked_by(
+    g: &mut Graph,
+    (q, k): (ValueId, ValueId),
+    (batch, kv, group, t, d): (usize, usize, usize, usize, usize),
+    mask: Option<Vec<f32>>,
+) -> (ValueId, ValueId) {
     let scores = g.matmul(q, k, false, true).unwrap();
     let reshaped = g.reshape(scores, &[batch, kv, group, t, t]).unwrap();
     let mut x = g.mul_scalar(reshaped, 1.0 / (d as f32).sqrt()).unwrap();
-    if masked {
-        let mask = orion_core::composite::causal_mask(g, t, DType::F32).unwrap();
+    if let Some(values) = mask {
+        let mask = g.constant(Tensor::f32([t, t], values)).unwrap();
         x = g.add(x, mask).unwrap();
     }
     let probs = g.softmax(x, -1).unwrap();
@@ -183,12 +212,22 @@ fn attention_scores_are_computed_inside_their_softmax_with_the_unfused_bits() {
 /// heads folded into the rows) with respect to `q`, `k` and `v`; with `expose`, `dP = dO·Vᵀ` is also
 /// a graph output, so the backward runs as its unfused steps. Inputs scaled by `scale`.
 fn attention_gradients(shape: (usize, usize, usize, usize, usize), expose: bool, scale: f32) -> (Graph, Vec<Tensor>) {
+    attention_gradients_masked_by(shape, expose, scale, causal_mask_values(shape.3))
+}
+
+/// As [`attention_gradients`], with the additive mask `[t, t]` given by its values.
+fn attention_gradients_masked_by(
+    shape: (usize, usize, usize, usize, usize),
+    expose: bool,
+    scale: f32,
+    mask: Vec<f32>,
+) -> (Graph, Vec<Tensor>) {
     let (batch, kv, group, t, d) = shape;
     let mut g = Graph::new("attention");
     let (q_dims, kv_dims) = ([batch, kv, group * t, d], [batch, kv, t, d]);
     let named: [(&str, &[usize]); 3] = [("q", &q_dims), ("k", &kv_dims), ("v", &kv_dims)];
     let (ids, mut inputs) = inputs_of(&mut g, &named, scale);
-    let (_, probs) = probabilities(&mut g, (ids[0], ids[1]), shape, true);
+    let (_, probs) = probabilities_masked_by(&mut g, (ids[0], ids[1]), shape, Some(mask));
     let out = g.matmul(probs, ids[2], false, false).unwrap();
     g.set_output("y", out).unwrap();
     let mut grads = orion_core::autodiff::grad(&g, &["q", "k", "v"], orion_core::autodiff::Seed::Cotangents).unwrap();
@@ -216,10 +255,12 @@ fn attention_backward_runs_as_one_step_with_the_unfused_bits() {
             .map(|v| v.to_bits() & 0x7fff_ffff)
             .collect::<Vec<_>>()
     };
-    // (batch, kv heads, group, t, d), input scale: blocks of 32 rows with tiles and edges; grouped
-    // heads with blocks of 20; inputs so large that rows sum to non-finite values somewhere.
+    // (batch, kv heads, group, t, d), input scale: blocks of 32 rows with tiles and edges; six
+    // blocks, so the keys' gradients gather runs of several; grouped heads with blocks of 20;
+    // inputs so large that rows sum to non-finite values somewhere.
     let cases = [
         ((2, 2, 1, 64, 16), 1.0),
+        ((1, 2, 1, 192, 40), 1.0),
         ((1, 2, 2, 40, 8), 1.0),
         ((1, 1, 1, 48, 24), 1.0e19),
     ];
@@ -241,6 +282,43 @@ fn attention_backward_runs_as_one_step_with_the_unfused_bits() {
             if scale != 1.0 {
                 assert!(fused[1].as_f32().unwrap().iter().any(|v| !v.is_finite()));
             }
+        }
+    }
+}
+
+#[test]
+fn attention_backward_keeps_the_unfused_bits_when_a_middle_block_of_rows_sees_fewer_keys() {
+    // Blocks of 32 query rows: the first sees keys 0..64, the second key 0 alone, the third all
+    // of them; so keys 32.. take their gradients from the first and third blocks, not the second.
+    let (t, rows) = (96, 32);
+    let reach = |query: usize| match query / rows {
+        0 => 64,
+        1 => 1,
+        _ => t,
+    };
+    let mask = (0..t * t)
+        .map(|i| {
+            if i % t >= reach(i / t) {
+                orion_core::composite::MASK_VALUE
+            } else {
+                0.0
+            }
+        })
+        .collect::<Vec<f32>>();
+    let bits = |t: &Tensor| {
+        t.as_f32()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits() & 0x7fff_ffff)
+            .collect::<Vec<_>>()
+    };
+    let shape = (1, 2, 1, t, 16);
+    let (g, inputs) = attention_gradients_masked_by(shape, false, 1.0, mask.clone());
+    let (exposed, _) = attention_gradients_masked_by(shape, true, 1.0, mask);
+    for threads in [1, 2] {
+        let (_, fused, unfused) = fused_and_unfused((&g, &exposed), &inputs, "attention_backward", true, threads);
+        for i in 1..4 {
+            assert_eq!(bits(&fused[i]), bits(&unfused[i]), "output {i}, {threads} threads");
         }
     }
 }
