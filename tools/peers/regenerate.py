@@ -24,7 +24,9 @@ pages), right after the plain one, under labels ending in "(huge pages)". With -
 compute-bound row (GPT-2 prefill, both training rows; ours and PyTorch's) also runs with bfloat16
 products — `--products bf16` for ours, `torch_bench.py --autocast bfloat16` for PyTorch — right after
 the plain one, under labels ending in "(bf16 products)". Raw results (every `--json` run and
-every peer's output) go to --out. Needs the venv of torch_bench.py for the PyTorch rows (--python).
+every peer's output) go to --out. Needs the venv of torch_bench.py for the PyTorch rows (--python);
+with them, each round also times the f32 GEMMs of PyTorch (MKL) and numpy (OpenBLAS) at three of the
+targets' product shapes (`torch_bench.py gemm`), the rate the f32 bounds are set by.
 """
 import argparse
 import json
@@ -97,7 +99,10 @@ def printed_rate(args, key, proc, pattern, who):
 
 def torch_peer(args, key, peer_args, picks):
     script = os.path.join(HERE, "torch_bench.py")
-    out = subprocess.run([args.python, script, *peer_args], check=True, capture_output=True, text=True).stdout
+    # numpy's OpenBLAS (the gemm rows) takes its thread count from the environment.
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads))
+    out = subprocess.run([args.python, script, *peer_args], env=env, check=True, capture_output=True,
+                         text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     with open(os.path.join(args.out, f"{key}.json"), "w") as f:
         json.dump(result, f)
@@ -173,6 +178,11 @@ def measurements(args):
             key = f"torch_gpt2_decode_{dtype}"
             items.append((key, lambda k=key, d=dtype: torch_peer(
                 args, k, ["gpt2-decode", "--dtype", d, *threads], [(f"torch GPT-2 decode {d} tok/s", "decode_tok_s")])))
+        items.append(("torch_gemm", lambda: torch_peer(
+            args, "torch_gemm", ["gemm", "--iterations", "9", *threads],
+            [(f"{library} f32 GEMM {label} GFLOP/s", f"{library}_{label}_gflops")
+             for library in ["torch", "numpy"] for label in ["gpt2_prefill_fc", "stories110M_mlp",
+                                                             "stories15M_classifier"]])))
         items.append(("torch_gpt2_prefill", lambda: torch_peer(
             args, "torch_gpt2_prefill", ["gpt2-prefill", *threads], [("torch GPT-2 prefill 128 f32 ms", "prefill_ms")])))
         items.append(("torch_train_15m", lambda: torch_peer(

@@ -5,6 +5,7 @@ weights, medians after a warm-up, on the CPU with the threads given.
     python3 tools/peers/torch_bench.py gpt2-decode  [--dtype float32|bfloat16|float16] [--capacity 256]
     python3 tools/peers/torch_bench.py gpt2-prefill [--dtype ...] [--tokens 128]
     python3 tools/peers/torch_bench.py train --shape stories15M|stories110M [--batch 8 --seq 256]
+    python3 tools/peers/torch_bench.py gemm    # f32 GEMM rates of PyTorch (MKL) and numpy (OpenBLAS)
     ... [--autocast bfloat16]   # f32 weights, products in bfloat16 (as `orion ... --products bf16`)
 
 - gpt2-decode: GPT-2 124M (transformers `GPT2LMHeadModel`, random init), a 16-token prompt, then greedy
@@ -13,7 +14,12 @@ weights, medians after a warm-up, on the CPU with the threads given.
 - gpt2-prefill: one forward of a 128-token prompt with the cache on (what prefill does), ms;
 - train: a Llama of the llama2.c shape (transformers `LlamaForCausalLM`, tied embeddings, random init),
   one AdamW step on a random batch (forward with labels, backward, optimizer step, zero_grad) in f32,
-  ms per step and tokens/s.
+  ms per step and tokens/s;
+- gemm: the f32 matrix products the targets are made of, `x · Wᵀ` at three shapes (GPT-2's c_fc at 128
+  prefill tokens, a Stories110M MLP product over a batch of 8 × 256, Stories15M's classifier over that
+  batch), through `torch.mm` (MKL / oneDNN) and numpy's `@` (the OpenBLAS its wheel bundles; set
+  OPENBLAS_NUM_THREADS to the thread count), GFLOP/s from the median time: the rate well-tuned
+  libraries reach on this machine, to set the f32 bounds by (rather than the multiply-add peak alone).
 
 `--autocast bfloat16` runs prefill and the training step's forward under `torch.autocast("cpu",
 dtype=torch.bfloat16)`: weights, optimiser and gradients stay f32, the products (linear layers,
@@ -113,9 +119,36 @@ def train(args):
     return {"step_ms": step, "tok_s": args.batch * args.seq / step * 1e3, "losses": losses, "samples": times}
 
 
+GEMM_SHAPES = {  # label: (rows, outputs, inputs) of x [rows, inputs] · Wᵀ, W [outputs, inputs]
+    "gpt2_prefill_fc": (128, 3072, 768),
+    "stories110M_mlp": (2048, 2048, 768),
+    "stories15M_classifier": (2048, 32000, 288),
+}
+
+
+@torch.inference_mode()
+def gemm(args):
+    import numpy
+    result = {}
+    for label, (m, n, k) in GEMM_SHAPES.items():
+        generator = torch.Generator().manual_seed(3)
+        x, w = torch.rand(m, k, generator=generator), torch.rand(n, k, generator=generator)
+        xn, wn = x.numpy(), w.numpy()
+        for library, product in [("torch", lambda: torch.mm(x, w.t())), ("numpy", lambda: xn @ wn.T)]:
+            times = []
+            for i in range(args.iterations + 1):
+                start = time.perf_counter()
+                product()
+                if i > 0:
+                    times.append(time.perf_counter() - start)
+            result[f"{library}_{label}_gflops"] = 2 * m * n * k / statistics.median(times) / 1e9
+    result["numpy"] = numpy.__version__
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["gpt2-decode", "gpt2-prefill", "train"])
+    parser.add_argument("what", choices=["gpt2-decode", "gpt2-prefill", "train", "gemm"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -127,7 +160,7 @@ def main():
     parser.add_argument("--autocast", default="none", choices=["none", "bfloat16"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    run = {"gpt2-decode": decode, "gpt2-prefill": prefill, "train": train}[args.what]
+    run = {"gpt2-decode": decode, "gpt2-prefill": prefill, "train": train, "gemm": gemm}[args.what]
     result = run(args)
     result.update({"what": args.what, "dtype": args.dtype, "autocast": args.autocast, "threads": args.threads,
                    "torch": torch.__version__})

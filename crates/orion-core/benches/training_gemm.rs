@@ -1,7 +1,9 @@
 //! The training step's product shapes in f32 and in bfloat16 (`ProductPrecision::Bf16`), same run
 //! (`cargo bench -p orion-core --bench training_gemm`): Stories110M's layer products for a batch of
 //! 8 × 256 rows (`x · Wᵀ`, `dy · W`, `dyᵀ · x`) and Stories15M's classifier (`x · Wᵀ` over a
-//! 32,000-token vocabulary, `dz · W`, `xᵀ · dz`), both threads.
+//! 32,000-token vocabulary, `dz · W`, `xᵀ · dz`), both threads; also a Stories110M MLP product and
+//! GPT-2's `c_fc` at 128 prefill tokens, the shapes `tools/peers/torch_bench.py gemm` times PyTorch and
+//! numpy at.
 //!
 //! Report results as ratios between the two precisions measured in the same run, never as
 //! absolute numbers.
@@ -16,8 +18,11 @@ use std::hint::black_box;
 use std::time::Duration;
 
 /// (label, m, n, k, left read transposed, right read transposed).
-const SHAPES: [(&str, usize, usize, usize, bool, bool); 6] = [
+const SHAPES: [(&str, usize, usize, usize, bool, bool); 8] = [
     ("layer_x_wt", 2048, 768, 768, false, true),
+    // The shapes `tools/peers/torch_bench.py gemm` measures PyTorch and numpy at.
+    ("mlp_x_wt", 2048, 2048, 768, false, true),
+    ("prefill_fc_x_wt", 128, 3072, 768, false, true),
     ("layer_dy_w", 2048, 768, 768, false, false),
     ("layer_dyt_x", 768, 768, 2048, true, false),
     ("head_x_wt", 2048, 32000, 288, false, true),
