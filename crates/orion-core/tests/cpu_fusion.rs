@@ -208,14 +208,10 @@ fn attention_scores_are_computed_inside_their_softmax_with_the_unfused_bits() {
     }
 }
 
-/// The gradient graph of `softmax(q·kᵀ/√d + causal mask)·v` (the models' batched attention, grouped
-/// heads folded into the rows) with respect to `q`, `k` and `v`; with `expose`, `dP = dO·Vᵀ` is also
-/// a graph output, so the backward runs as its unfused steps. Inputs scaled by `scale`.
-fn attention_gradients(shape: (usize, usize, usize, usize, usize), expose: bool, scale: f32) -> (Graph, Vec<Tensor>) {
-    attention_gradients_masked_by(shape, expose, scale, causal_mask_values(shape.3))
-}
-
-/// As [`attention_gradients`], with the additive mask `[t, t]` given by its values.
+/// The gradient graph of `softmax(q·kᵀ/√d + mask)·v` (the models' batched attention, grouped heads
+/// folded into the rows; `mask` the additive `[t, t]` values) with respect to `q`, `k` and `v`; with
+/// `expose`, `dP = dO·Vᵀ` is also a graph output, so the backward runs as its unfused steps. Inputs
+/// scaled by `scale`.
 fn attention_gradients_masked_by(
     shape: (usize, usize, usize, usize, usize),
     expose: bool,
@@ -246,8 +242,14 @@ fn attention_gradients_masked_by(
     (grads, inputs)
 }
 
-#[test]
-fn attention_backward_runs_as_one_step_with_the_unfused_bits() {
+/// Runs the attention gradients of `shape` under the additive `mask` fused and unfused, on one and
+/// two threads, and checks that the gradients of q, k and v have the same bits up to the sign of
+/// zero; returns the fused run's outputs (y, then the three gradients).
+fn assert_backward_has_the_unfused_bits(
+    shape: (usize, usize, usize, usize, usize),
+    scale: f32,
+    mask: Vec<f32>,
+) -> Vec<Tensor> {
     let bits = |t: &Tensor| {
         t.as_f32()
             .unwrap()
@@ -255,8 +257,29 @@ fn attention_backward_runs_as_one_step_with_the_unfused_bits() {
             .map(|v| v.to_bits() & 0x7fff_ffff)
             .collect::<Vec<_>>()
     };
+    let (g, inputs) = attention_gradients_masked_by(shape, false, scale, mask.clone());
+    let (exposed, _) = attention_gradients_masked_by(shape, true, scale, mask);
+    assert_eq!(g.input_value("grad_y").map(|v| g.ty(v).shape.dims().len()), Some(4));
+    let mut last = Vec::new();
+    for threads in [1, 2] {
+        let (_, fused, unfused) =
+            fused_and_unfused((&g, &exposed), &inputs, "attention_backward", scale == 1.0, threads);
+        for i in 1..4 {
+            assert_eq!(
+                bits(&fused[i]),
+                bits(&unfused[i]),
+                "{shape:?}, output {i}, {threads} threads"
+            );
+        }
+        last = fused;
+    }
+    last
+}
+
+#[test]
+fn attention_backward_runs_as_one_step_with_the_unfused_bits() {
     // (batch, kv heads, group, t, d), input scale: blocks of 32 rows with tiles and edges; six
-    // blocks, so the keys' gradients gather runs of several; grouped heads with blocks of 20;
+    // such blocks with a head dimension of 40 (a partial strip); grouped heads with blocks of 20;
     // inputs so large that rows sum to non-finite values somewhere.
     let cases = [
         ((2, 2, 1, 64, 16), 1.0),
@@ -265,23 +288,9 @@ fn attention_backward_runs_as_one_step_with_the_unfused_bits() {
         ((1, 1, 1, 48, 24), 1.0e19),
     ];
     for (shape, scale) in cases {
-        let (g, inputs) = attention_gradients(shape, false, scale);
-        let (exposed, _) = attention_gradients(shape, true, scale);
-        assert_eq!(g.input_value("grad_y").map(|v| g.ty(v).shape.dims().len()), Some(4));
-        for threads in [1, 2] {
-            let (_, fused, unfused) =
-                fused_and_unfused((&g, &exposed), &inputs, "attention_backward", scale == 1.0, threads);
-            // Outputs: y, then the gradients of q, k, v. Compared up to the sign of zero.
-            for i in 1..4 {
-                assert_eq!(
-                    bits(&fused[i]),
-                    bits(&unfused[i]),
-                    "{shape:?}, output {i}, {threads} threads"
-                );
-            }
-            if scale != 1.0 {
-                assert!(fused[1].as_f32().unwrap().iter().any(|v| !v.is_finite()));
-            }
+        let fused = assert_backward_has_the_unfused_bits(shape, scale, causal_mask_values(shape.3));
+        if scale != 1.0 {
+            assert!(fused[1].as_f32().unwrap().iter().any(|v| !v.is_finite()));
         }
     }
 }
@@ -296,31 +305,17 @@ fn attention_backward_keeps_the_unfused_bits_when_a_middle_block_of_rows_sees_fe
         1 => 1,
         _ => t,
     };
+    let hidden = |i: usize| i % t >= reach(i / t);
     let mask = (0..t * t)
         .map(|i| {
-            if i % t >= reach(i / t) {
+            if hidden(i) {
                 orion_core::composite::MASK_VALUE
             } else {
                 0.0
             }
         })
-        .collect::<Vec<f32>>();
-    let bits = |t: &Tensor| {
-        t.as_f32()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits() & 0x7fff_ffff)
-            .collect::<Vec<_>>()
-    };
-    let shape = (1, 2, 1, t, 16);
-    let (g, inputs) = attention_gradients_masked_by(shape, false, 1.0, mask.clone());
-    let (exposed, _) = attention_gradients_masked_by(shape, true, 1.0, mask);
-    for threads in [1, 2] {
-        let (_, fused, unfused) = fused_and_unfused((&g, &exposed), &inputs, "attention_backward", true, threads);
-        for i in 1..4 {
-            assert_eq!(bits(&fused[i]), bits(&unfused[i]), "output {i}, {threads} threads");
-        }
-    }
+        .collect();
+    assert_backward_has_the_unfused_bits((1, 2, 1, t, 16), 1.0, mask);
 }
 
 #[test]

@@ -71,12 +71,7 @@ fn stacked_constant_projections_match_separate_ones() {
             splits.count() >= per_layer * cfg.n_layers,
             "{name}: projections not stacked"
         );
-        let got = interpret(&prefill, std::slice::from_ref(&tokens), Precision::F32).unwrap();
-        let forward = model.forward_graph(5, DType::F32, WeightMode::Inputs).unwrap();
-        let inputs = model.bind(&forward, vec![("tokens", tokens.clone())]).unwrap();
-        let want = interpret(&forward, &inputs, Precision::F32).unwrap();
-        let logits = got[prefill.outputs().iter().position(|o| o.name == "logits").unwrap()].to_f32_vec();
-        let last = want[0].to_f32_vec()[4 * cfg.vocab_size..].to_vec();
+        let (logits, last) = prefill_logits_and_forward_last_row(&model, &prefill, &tokens);
         for (a, e) in logits.iter().zip(&last) {
             assert!((a - e).abs() < 1e-5, "{name}: {a} vs {e}");
         }
@@ -132,6 +127,20 @@ fn graphs_of_every_length_share_one_stacked_constant_while_one_holds_it() {
     }
 }
 
+/// The logits `prefill` (a prefill graph of `model` with its weights as constants) gives for
+/// `tokens`, and the last row of the forward graph's logits for them, both on the interpreter.
+fn prefill_logits_and_forward_last_row(model: &Model, prefill: &Graph, tokens: &Tensor) -> (Vec<f32>, Vec<f32>) {
+    let got = interpret(prefill, std::slice::from_ref(tokens), Precision::F32).unwrap();
+    let logits = got[prefill.outputs().iter().position(|o| o.name == "logits").unwrap()].to_f32_vec();
+    let forward = model
+        .forward_graph(tokens.numel(), DType::F32, WeightMode::Inputs)
+        .unwrap();
+    let inputs = model.bind(&forward, vec![("tokens", tokens.clone())]).unwrap();
+    let want = interpret(&forward, &inputs, Precision::F32).unwrap()[0].to_f32_vec();
+    let vocab = model.config().vocab_size;
+    (logits, want[(tokens.numel() - 1) * vocab..].to_vec())
+}
+
 /// Rows of the left operand of every product with a constant right operand (a weight), in graph
 /// order.
 fn weight_product_rows(g: &Graph) -> Vec<usize> {
@@ -161,16 +170,7 @@ fn the_last_layer_of_a_prefill_computes_past_its_keys_and_values_for_the_last_ro
         for len in [1, t] {
             let tokens = token_tensor(&[3, 1, 4, 1, 5, 9][..len], cfg.vocab_size).unwrap();
             let prefill = model.prefill_graph(len, DType::F32, WeightMode::Constants).unwrap();
-            let got = interpret(&prefill, std::slice::from_ref(&tokens), Precision::F32).unwrap();
-            let logits = got[prefill.outputs().iter().position(|o| o.name == "logits").unwrap()].to_f32_vec();
-            let forward = model.forward_graph(len, DType::F32, WeightMode::Inputs).unwrap();
-            let want = interpret(
-                &forward,
-                &model.bind(&forward, vec![("tokens", tokens)]).unwrap(),
-                Precision::F32,
-            )
-            .unwrap();
-            let last = &want[0].to_f32_vec()[(len - 1) * cfg.vocab_size..];
+            let (logits, last) = prefill_logits_and_forward_last_row(&model, &prefill, &tokens);
             assert_eq!(logits.len(), cfg.vocab_size);
             for (a, e) in logits.iter().zip(last) {
                 assert!((a - e).abs() < 1e-5, "{name}, {len} tokens: {a} vs {e}");
