@@ -612,8 +612,8 @@ pub fn cached_attention(
 }
 
 /// Attention of the last query row against every key (none is hidden from it, so no mask):
-/// `softmax(q·kᵀ/√d)·v` for `q [H, 1, d]` and `k, v [H_kv, T, d]`, the same operations the causal
-/// form applies to that row. Returns `[H, 1, d]`.
+/// `softmax(q·kᵀ/√d)·v` for `q [H, 1, d]` and `k, v [H_kv, T, d]`, the values the causal form gives
+/// that row (its mask adds only zeros there). Returns `[H, 1, d]`.
 pub fn last_query_attention(g: &mut Graph, q: ValueId, k: ValueId, v: ValueId) -> Result<ValueId> {
     let (qd, kd) = (g.dims(q), g.dims(k));
     if qd.len() != 3 || kd.len() != 3 || qd[1] != 1 || g.dims(v) != kd || qd[2] != kd[2] {
