@@ -149,7 +149,7 @@ def measurements(args):
         ("orion_train_15m", lambda: orion(args, "orion_train_15m", ["training", "--model", "stories15M"], [
             ("orion Stories15M step (8x256) ms", "step", "ms")])),
         ("orion_train_110m", lambda: orion(args, "orion_train_110m",
-                                           ["training", "--model", "stories110M", "--iterations", "2"], [
+                                           ["training", "--model", "stories110M", "--iterations", "3"], [
             ("orion Stories110M training tok/s", "step", "tok/s")])),
         ("orion_compile", lambda: orion(args, "orion_compile", ["compile"], [
             ("orion compile dynamic lower+emit ms", "dynamic (weights as inputs)", "lower+emit ms"),
@@ -189,7 +189,7 @@ def measurements(args):
             args, "torch_train_15m", ["train", "--shape", "stories15M", "--iterations", "3", *threads],
             [("torch Stories15M step (8x256) ms", "step_ms")])))
         items.append(("torch_train_110m", lambda: torch_peer(
-            args, "torch_train_110m", ["train", "--shape", "stories110M", "--iterations", "2", *threads],
+            args, "torch_train_110m", ["train", "--shape", "stories110M", "--iterations", "3", *threads],
             [("torch Stories110M training tok/s", "tok_s")])))
     if args.bf16:
         items = with_bf16_products(args, items)
@@ -200,12 +200,12 @@ BF16 = " (bf16 products)"
 BF16_BENCHES = {
     "orion_gpt2_f32": (["inference", "--model", "gpt2"], [("orion GPT-2 prefill 128 f32 ms", "prefill 128", "ms")]),
     "orion_train_15m": (["training", "--model", "stories15M"], [("orion Stories15M step (8x256) ms", "step", "ms")]),
-    "orion_train_110m": (["training", "--model", "stories110M", "--iterations", "2"],
+    "orion_train_110m": (["training", "--model", "stories110M", "--iterations", "3"],
                          [("orion Stories110M training tok/s", "step", "tok/s")]),
     "torch_gpt2_prefill": (["gpt2-prefill"], [("torch GPT-2 prefill 128 f32 ms", "prefill_ms")]),
     "torch_train_15m": (["train", "--shape", "stories15M", "--iterations", "3"],
                         [("torch Stories15M step (8x256) ms", "step_ms")]),
-    "torch_train_110m": (["train", "--shape", "stories110M", "--iterations", "2"],
+    "torch_train_110m": (["train", "--shape", "stories110M", "--iterations", "3"],
                          [("torch Stories110M training tok/s", "tok_s")]),
 }
 
